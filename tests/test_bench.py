@@ -1,0 +1,15 @@
+"The benchmark's quick mode runs end to end and holds our bounds: precision on every unit, <= 3 fpe on the deep CNN."
+import subprocess, sys
+from pathlib import Path
+
+root = Path(__file__).parents[1]
+
+def test_bench_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(root/'bench'/'bench.py'), '--quick', '--device', 'cpu', '--out', str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f'bench --quick exited {r.returncode}\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}'
+    md = tmp_path/'results-cpu-quick.md'
+    assert md.exists(), list(tmp_path.iterdir())
+    text = md.read_text()
+    assert '| model |' in text and 'plain50' in text and '## Targets' in text
+    assert (tmp_path/'results-cpu-quick.json').exists() and (tmp_path/'depth-cpu-quick.png').exists()
