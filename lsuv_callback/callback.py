@@ -6,11 +6,12 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #e0ba5fd7
 from __future__ import annotations
-import itertools
+import itertools, warnings
+from contextlib import nullcontext
 from fastai.basics import *
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import get_random_states, set_random_states
-from .core import lsuv_init, unwrap, LSUVReport, LSUVError
+from .core import lsuv_init, unwrap, LSUVReport, LSUVError, LSUVWarning
 
 # %% auto #0
 __all__ = ['lsuv_done', 'mark_lsuv_done', 'watch_loads', 'draw_batches', 'LSUVCallback']
@@ -31,17 +32,34 @@ def watch_loads(model:nn.Module):
     model.register_load_state_dict_post_hook(mark_lsuv_done)
     model._lsuv_watched = True
 
+_fastai_load = Learner.load
+
+@patch
+@delegates(_fastai_load)
+def load(self:Learner, file, device=None, **kwargs):
+    "fastai's `Learner.load`; the model then counts as initialised, even for an `LSUVCallback` that joins only later"
+    # `learn.load(...); learn.fit(n, cbs=LSUVCallback())`: the callback was not there to watch the load
+    res = _fastai_load(self, file, device=device, **kwargs)
+    mark_lsuv_done(self.model)
+    return res
+
 # %% ../nbs/01_callback.ipynb #b1a642c8
 def draw_batches(dl, n:int=1) -> list:
     "The inputs (`xb`) of the first `n` batches of `dl`, leaving `dl`'s order and every random state as they were"
-    states, rng = get_random_states(), dl.rng.getstate()
+    # A fastai `DataLoader` shuffles with its own generator and can start worker processes; a torch one uses the global RNG
+    rng_state = dl.rng.getstate() if hasattr(dl, 'rng') else None
+    one_process = dl.fake_l.no_multiproc() if hasattr(dl, 'fake_l') else nullcontext()
+    states = get_random_states()
     try:
-        with dl.fake_l.no_multiproc(): batches = list(itertools.islice(dl, n))
+        with one_process: batches = list(itertools.islice(dl, n))
     finally:
         set_random_states(**states)
-        dl.rng.setstate(rng)
+        # iterating replaces `dl.rng` (fastai's `randomize`): put the state back into the new one
+        if rng_state is not None: dl.rng.setstate(rng_state)
         if hasattr(dl, 'it'): delattr(dl, 'it')
     if not batches: raise LSUVError("LSUV: the training DataLoader gave no batch: check `dls.train` (is the dataset empty?)")
+    if len(batches) < n:
+        warnings.warn(f"LSUV: n_batches={n}, but the training DataLoader has only {len(batches)} batches: using those", LSUVWarning)
     # A plain fastai `DataLoader` over a torch dataset has no `n_inp`: split as `Learner` does, the last item is the target
     n_inp = getattr(dl, 'n_inp', None) or (1 if len(batches[0]) == 1 else len(batches[0]) - 1)
     return [tuple(b[:n_inp]) for b in batches]

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 import torch
 from torch import nn, Tensor
+from torch.nn.utils import parametrize
 
 # %% auto #0
 __all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'LSUVError', 'LSUVWarning', 'Knob', 'Unit',
-           'is_weight_layer', 'is_norm_layer', 'has_sub', 'block_unit', 'find_units', 'unwrap', 'mean_std', 'telemetry',
-           'UnitReport', 'training_without_dropout', 'prepare_batch', 'lsuv_init', 'is_distributed',
-           'failed_on_any_rank', 'broadcast_from_rank0', 'LSUVReport', 'unit_stats']
+           'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'block_unit', 'find_units', 'unwrap',
+           'mean_std', 'telemetry', 'UnitReport', 'is_noise_layer', 'training_without_dropout', 'prepare_batch',
+           'lsuv_init', 'is_distributed', 'failed_on_any_rank', 'broadcast_from_rank0', 'LSUVReport', 'unit_stats']
 
 # %% ../nbs/00_core.ipynb #1a379aa2
 class LSUVError(ValueError):
@@ -83,7 +84,8 @@ _norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 def is_weight_layer(m:nn.Module) -> bool:
     "Is `m` a conv, transposed conv or linear layer with its own weight?"
-    return isinstance(m, _weight_types) and isinstance(getattr(m, 'weight', None), Tensor)
+    # A parametrized weight is computed on access (a spectral norm even updates its buffers then): ask without reading it
+    return isinstance(m, _weight_types) and (parametrize.is_parametrized(m, 'weight') or isinstance(getattr(m, 'weight', None), Tensor))
 
 def is_norm_layer(m:nn.Module) -> bool: return isinstance(m, _norm_types)
 
@@ -111,6 +113,26 @@ def _knob(root_name, m, attr, names):
 def _tensor_knobs(root_name, m, names, attrs=('weight','bias')):
     return [_knob(root_name, m, a, names) for a in attrs if isinstance(getattr(m, a, None), Tensor)]
 
+def weight_source(m:nn.Module) -> tuple:
+    "`(holder, attr, raw)`: where the scale of weight layer `m`'s weight really lives (`None`s if a norm fixes it), and its raw weight"
+    if hasattr(m, 'weight_g'): return m, 'weight_g', m.weight_v # torch.nn.utils.weight_norm: weight = g * v/|v|
+    if hasattr(m, 'weight_orig'): return None, None, m.weight_orig # torch.nn.utils.spectral_norm: weight = w/sigma(w)
+    if parametrize.is_parametrized(m, 'weight'):
+        ps = m.parametrizations.weight
+        if len(ps) == 1 and type(ps[0]).__name__ == '_WeightNorm': return ps, 'original0', ps.original1
+        return None, None, getattr(ps, 'original', None) # spectral norm, orthogonal, ...: the scale is not free
+    return m, 'weight', m.weight
+
+def _weight_knobs(root_name, w, names):
+    "Knobs that scale weight layer `w`'s output: its weight's scale, and its bias"
+    holder, attr, _ = weight_source(w)
+    if holder is None: return []
+    path = attr if holder is w else f'parametrizations.weight.{attr}'
+    return [Knob(holder, attr, '.'.join(filter(None, [root_name, names[w], path]))), *_tensor_knobs(root_name, w, names, ('bias',))]
+
+def _weight_norm_name(w):
+    return 'a spectral norm' if hasattr(w, 'weight_orig') else f'a parametrization ({type(w.parametrizations.weight[0]).__name__})'
+
 def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
     "The `Unit` measured at the output of `m`, a single weight layer or a conv block whose children are `layers`"
     layers = layers or [m]
@@ -120,9 +142,10 @@ def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
     norms = [k for k in after_w if is_norm_layer(k) and isinstance(getattr(k, 'weight', None), Tensor)]
     base = norms[-1] if norms else w
     after = layers[layers.index(base)+1:]
-    scale = _tensor_knobs(name, base, names)
+    scale = _weight_knobs(name, w, names) if base is w else _tensor_knobs(name, base, names)
     chained = m is base or type(m).forward is nn.Sequential.forward
-    shape = dict(weight=w.weight, base=base, tail=after, chained=chained)
+    shape = dict(weight=weight_source(w)[2], base=base, tail=after, chained=chained)
+    if not scale: return Unit(name, m, [], why_no_mean=f'the scale of its weight is fixed by {_weight_norm_name(w)}', **shape)
     subs = [k for k in after if has_sub(k)]
     if subs:
         sub = _knob(name, subs[-1], 'sub', names)
@@ -137,6 +160,8 @@ def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
 def _qualify(prefix, name): return f'{prefix}.{name}' if prefix else name
 
 def _search(m:nn.Module, name:str=''):
+    # Attention uses its projections' weights as tensors, never calls them as modules: there is nothing to measure there
+    if isinstance(m, nn.MultiheadAttention): return
     layers = _block_layers(m)
     if layers is not None: yield block_unit(name, m, layers)
     elif is_weight_layer(m): yield block_unit(name, m)
@@ -344,15 +369,22 @@ class _Fitter:
         return r
 
 # %% ../nbs/00_core.ipynb #7e1a4ecc
-_dropout_types = (nn.modules.dropout._DropoutNd,)
+_noise_types = (nn.modules.dropout._DropoutNd, nn.MultiheadAttention, nn.RNNBase, nn.RReLU)
+# Layers from other libraries that are random only in train mode: timm's DropPath and DropBlock, torchvision's
+# StochasticDepth, fastai's RNNDropout, WeightDropout and EmbeddingDropout
+_noise_names = ('Drop', 'StochasticDepth')
+
+def is_noise_layer(m:nn.Module) -> bool:
+    "Is `m` random in train mode only (dropout, stochastic depth, attention or RNN dropout, RReLU)?"
+    return isinstance(m, _noise_types) or any(s in type(m).__name__ for s in _noise_names)
 
 @contextmanager
 def training_without_dropout(model:nn.Module):
-    "Put `model` in train mode with its dropout layers in eval mode; restore every module's mode on exit"
+    "Put `model` in train mode with its dropout-like layers in eval mode; restore every module's mode on exit"
     modes = [(m, m.training) for m in model.modules()]
     model.train()
     for m in model.modules():
-        if isinstance(m, _dropout_types): m.eval()
+        if is_noise_layer(m): m.eval()
     try: yield model
     finally:
         for m, t in modes: m.train(t)
@@ -435,13 +467,58 @@ def _drop_shared(units):
         keep.append(u)
     return keep
 
-def _drop_frozen(units):
-    "Frozen parameters (`requires_grad=False`, e.g. a pretrained body) are the user's to keep: leave those units alone"
-    frozen = [u for u in units if any(isinstance(k.value, nn.Parameter) and not k.value.requires_grad for k in u.scale)]
-    if frozen:
-        warnings.warn(f"LSUV: units {[u.name for u in frozen]} have frozen parameters and are left unchanged: unfreeze them, "
-                      "or name them in `modules=` to initialise them anyway", LSUVWarning)
-    return [u for u in units if u not in frozen]
+def _drop(units, test, why):
+    "`units` without those that pass `test`, with one warning that names them and says `why`"
+    hit = [u for u in units if test(u)]
+    if hit: warnings.warn(f"LSUV: units {[u.name for u in hit]} {why}", LSUVWarning)
+    return [u for u in units if u not in hit]
+
+def _is_frozen(u):
+    # fastai's `freeze` keeps BatchNorm trainable: a pretrained conv counts as frozen through its own weight
+    return any(isinstance(t, nn.Parameter) and not t.requires_grad for t in [u.weight, *(k.value for k in u.scale)])
+
+def _is_zeroed(u):
+    return any(k.is_tensor and k is not u.shift and k.attr != 'bias' and not k.value.any() for k in u.scale)
+
+def _drop_chosen(units):
+    "Units whose weights the user has set on purpose: frozen (a pretrained body), or zero (a residual branch that starts as identity)"
+    units = _drop(units, _is_frozen, "have frozen parameters and are left unchanged: unfreeze them, "
+                  "or name them in `modules=` to initialise them anyway")
+    return _drop(units, _is_zeroed, "are zero-initialised on purpose (the last norm of a residual branch, a zero-init head) "
+                 "and are left unchanged: name them in `modules=` to initialise them anyway")
+
+def _drop_unscalable(units):
+    "Units whose weight's scale a spectral norm (or another parametrization) fixes: nothing to turn"
+    for u in units:
+        if not u.scale: warnings.warn(f"LSUV: unit '{u.name}' ({u.kind}) is left unchanged: {u.why_no_mean}, so LSUV "
+                                      "cannot set its std", LSUVWarning)
+    return [u for u in units if u.scale]
+
+def _owners(model):
+    "Names of the modules that hold each parameter and buffer of `model`, by the tensor's id"
+    owners = {}
+    for n, m in model.named_modules():
+        for t in [*m._parameters.values(), *m._buffers.values()]:
+            if t is not None: owners.setdefault(id(t), set()).add(n)
+    return owners
+
+def _inside(name, root): return not root or name == root or name.startswith(root + '.')
+
+def _drop_tied(model, units):
+    "A weight tied to a module that is not a unit (a language model's decoder and embedding) cannot be scaled without changing that module too"
+    owners, keep = _owners(model), []
+    for u in units:
+        tied = sorted({o for k in u.knobs if k.is_tensor for o in owners.get(id(k.value), ())
+                       if not any(_inside(o, v.name) for v in units)})
+        if tied:
+            warnings.warn(f"LSUV: unit '{u.name}' ({u.kind}) shares its weights with {tied}, which LSUV does not initialise: "
+                          "scaling them would change those modules too, so the unit is left unchanged", LSUVWarning)
+        else: keep.append(u)
+    return keep
+
+def _orthogonal_(w):
+    "Orthonormal init of `w`, computed in fp32 at least (the QR has no fp16/bf16 kernels)"
+    w.copy_(nn.init.orthogonal_(torch.empty(w.shape, dtype=torch.promote_types(w.dtype, torch.float32), device=w.device)))
 
 # %% ../nbs/00_core.ipynb #c78cf6f0
 def lsuv_init(
@@ -461,13 +538,19 @@ def lsuv_init(
     if not (math.isfinite(target_std) and target_std > 0 and math.isfinite(target_mean)):
         raise LSUVError(f"LSUV: target_std must be a positive number and target_mean a finite one "
                         f"(got target_std={target_std}, target_mean={target_mean})")
+    mean_tol, std_tol = tol if isinstance(tol, tuple) else (tol, tol)
+    if not (mean_tol > 0 and std_tol > 0 and isinstance(max_iter, int) and max_iter >= 0):
+        raise LSUVError(f"LSUV: tol must be positive and max_iter an integer >= 0 (got tol={tol}, max_iter={max_iter})")
     model = unwrap(model)
-    units = find_units(model, modules)
-    units = _drop_shared(units if modules is not None else _drop_frozen(units))
+    found = find_units(model, modules)
+    units = _drop_unscalable(found if modules is not None else _drop_chosen(found))
+    units = _drop_shared(_drop_tied(model, units))
+    if found and not units:
+        raise LSUVError(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged (the warnings say why): "
+                        "nothing to initialise; pass `modules=[...]` to choose units, or do not run LSUV on this model")
     if not units:
         raise LSUVError(f"LSUV: no unit found in {type(model).__name__}: searched for Conv1d/2d/3d, ConvTranspose*, Linear "
                         "layers and ConvLayer-like blocks. Pass `modules=[...]` or a predicate to choose them")
-    mean_tol, std_tol = tol if isinstance(tol, tuple) else (tol, tol)
     cfg = dict(target_mean=target_mean, target_std=target_std, mean_tol=mean_tol, std_tol=std_tol,
                max_iter=max_iter, telemetry=telemetry)
     weights = [u.weight for u in units if orthonormal and u.weight is not None]
@@ -482,7 +565,7 @@ def lsuv_init(
     try:
         args, kwargs = prepare_batch(xb, model)
         with torch.no_grad(), training_without_dropout(model), ExitStack() as hooks:
-            for w in weights: nn.init.orthogonal_(w)
+            for w in weights: _orthogonal_(w)
             for f in fitters:
                 hooks.enter_context(f.unit.module.register_forward_hook(f, with_kwargs=True))
                 if f.unit.base is not f.unit.module: hooks.enter_context(f.unit.base.register_forward_hook(f.keep_base))

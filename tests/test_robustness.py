@@ -205,12 +205,24 @@ def test_dataparallel_is_unwrapped():
 
 # ------------------------------------------------------------------------------------- degenerate and non-finite data
 
-def test_zero_unit_output_is_reported_not_divided_by():
-    "A Linear whose weight and bias are zero: std 0, nothing to scale"
+def zero_middle_linear():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
     nn.init.zeros_(model[2].weight); nn.init.zeros_(model[2].bias)
-    r, ws, _ = run(model, torch.randn(32, 6))
+    return model, torch.randn(32, 6)
+
+def test_zero_initialised_unit_is_left_alone_with_a_warning():
+    "A zero weight was set on purpose (zero-init residual branches, heads): the unit is skipped, named in a warning"
+    model, x = zero_middle_linear()
+    r, ws, _ = run(model, x)
+    assert [u.name for u in r.units] == ['0', '4'] and r.ok
+    assert any("['2']" in w and 'zero-initialised' in w for w in ws), ws
+    assert model[2].weight.abs().sum() == 0 and model[2].bias.abs().sum() == 0
+
+def test_zero_unit_output_is_reported_not_divided_by():
+    "A Linear whose weight and bias are zero, named explicitly: std 0, nothing to scale"
+    model, x = zero_middle_linear()
+    r, ws, _ = run(model, x, modules=[model[0], model[2], model[4]])
     u = {u.name: u for u in r.units}
     assert not u['2'].converged and 'constant' in u['2'].note and u['2'].std_after == 0
     assert any("'2'" in w for w in ws), ws
@@ -238,7 +250,7 @@ def test_constant_nonzero_output_is_not_scaled_into_noise(make):
     Its float32 rounding noise (~1e-8) must not be taken for a signal and blown up to std 1."""
     model, x = make()
     before = model_state(model)
-    r, ws, _ = run(model, x)
+    r, ws, _ = run(model, x, modules=[model])
     u = r.units[0]
     assert not u.converged and 'constant' in u.note, (u.std_before, u.std_after, u.note)
     assert ws, 'a warning names the unit'
