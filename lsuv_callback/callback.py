@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #e0ba5fd7
 from __future__ import annotations
-import itertools, warnings
+import inspect, itertools, warnings
 from contextlib import nullcontext
 from fastai.basics import *
 from fastai.callback.progress import ProgressCallback
@@ -65,6 +65,8 @@ def draw_batches(dl, n:int=1) -> list:
     return [tuple(b[:n_inp]) for b in batches]
 
 # %% ../nbs/01_callback.ipynb #f77c20b9
+_lsuv_options = set(inspect.signature(lsuv_init).parameters) - {'model', 'xb'}
+
 class LSUVCallback(Callback):
     "Initialise the model with LSUV on `n_batches` training batches, once, before it first trains"
     order = TrainEvalCallback.order + 1
@@ -75,6 +77,9 @@ class LSUVCallback(Callback):
         show:bool=True, # Log the report's summary table through `learn.logger`
         **lsuv_kwargs # Passed to `lsuv_init`: tol, target_mean, target_std, max_iter, orthonormal, modules, ...
     ):
+        # A misspelt option would otherwise surface only at the first fit
+        unknown = sorted(set(lsuv_kwargs) - _lsuv_options)
+        if unknown: raise TypeError(f"LSUVCallback: unknown options {unknown}; `lsuv_init` takes {sorted(_lsuv_options)}")
         store_attr('n_batches,show')
         self.lsuv_kwargs = lsuv_kwargs
 
@@ -88,7 +93,8 @@ class LSUVCallback(Callback):
     def initialise(self) -> LSUVReport:
         "Run LSUV on the learner's model now, on its training device; store and return the report"
         learn = self.learn
-        learn.model.to(getattr(learn.dls, 'device', None) or default_device())
+        # The device `TrainEvalCallback` trains on: `dls.device`, which may be None (then the model stays where it is)
+        learn.model.to(getattr(learn.dls, 'device', default_device()))
         xbs = draw_batches(learn.dls.train, self.n_batches)
         kw = dict(progress=learn.create_mbar and any(isinstance(c, ProgressCallback) for c in learn.cbs)) | self.lsuv_kwargs
         report = lsuv_init(learn.model, xbs if len(xbs) > 1 else xbs[0], **kw)

@@ -17,8 +17,9 @@ from torch.nn.utils import parametrize
 # %% auto #0
 __all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'LSUVError', 'LSUVWarning', 'Knob', 'Unit',
            'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'block_unit', 'find_units', 'unwrap',
-           'mean_std', 'telemetry', 'UnitReport', 'is_noise_layer', 'training_without_dropout', 'prepare_batch',
-           'lsuv_init', 'is_distributed', 'failed_on_any_rank', 'broadcast_from_rank0', 'LSUVReport', 'unit_stats']
+           'mean_std', 'telemetry', 'UnitReport', 'is_noise_layer', 'training_without_dropout', 'tensors_in',
+           'prepare_batch', 'lsuv_init', 'is_distributed', 'failed_on_any_rank', 'broadcast_from_rank0', 'LSUVReport',
+           'unit_stats']
 
 # %% ../nbs/00_core.ipynb #1a379aa2
 class LSUVError(ValueError):
@@ -417,14 +418,30 @@ def _as_call(b):
     if isinstance(b, dict): return (), b
     raise LSUVError(f"LSUV: a batch must be a tensor, a tuple of model arguments or a dict of keyword arguments, not {type(b).__name__}")
 
-def _pool(xs):
-    x = xs[0]
-    if len(xs) == 1 or not isinstance(x, Tensor) or not x.ndim: return x
-    return torch.cat(xs)
+def tensors_in(x) -> list:
+    "The tensors in `x`: a tensor, or tuples, lists and dicts of them, nested as deep as they go"
+    if isinstance(x, Tensor): return [x]
+    if isinstance(x, dict): x = list(x.values())
+    return [t for v in x for t in tensors_in(v)] if isinstance(x, (tuple, list)) else []
 
-def _to(x, device, dtype):
-    if not isinstance(x, Tensor): return x
-    return x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+def _rebuild(x, vals):
+    "A tuple, namedtuple or list like `x`, holding `vals`"
+    return type(x)(*vals) if hasattr(x, '_fields') else type(x)(vals)
+
+def _map_tensors(f, x):
+    if isinstance(x, Tensor): return f(x)
+    if isinstance(x, dict): return {k: _map_tensors(f, v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)): return _rebuild(x, [_map_tensors(f, v) for v in x])
+    return x
+
+def _pool(xs):
+    "Batches of one structure pooled into one: tensors with a batch dimension concatenated, anything else from the first"
+    x = xs[0]
+    if len(xs) == 1: return x
+    if isinstance(x, Tensor): return torch.cat(xs) if x.ndim else x
+    if isinstance(x, dict): return {k: _pool([b[k] for b in xs]) for k in x}
+    if isinstance(x, (tuple, list)): return _rebuild(x, [_pool(list(vs)) for vs in zip(*xs)])
+    return x
 
 def prepare_batch(xb, model:nn.Module):
     "`(args, kwargs)` to call `model` with: `xb` pooled if a list, on the model's device and float dtype"
@@ -435,12 +452,13 @@ def prepare_batch(xb, model:nn.Module):
     try:
         args = tuple(_pool([a[i] for a,_ in calls]) for i in range(len(calls[0][0])))
         kwargs = {k: _pool([kw[k] for _,kw in calls]) for k in calls[0][1]}
-    except RuntimeError as e:
-        raise LSUVError(f"LSUV: the batches in the list cannot be pooled into one ({e}): pass batches of the same shape") from e
+    except (RuntimeError, KeyError) as e:
+        raise LSUVError(f"LSUV: the batches in the list cannot be pooled into one ({e!r}): pass batches of the same shape") from e
     p = next((p for p in model.parameters() if p.is_floating_point()), None)
     device, dtype = (p.device, p.dtype) if p is not None else (None, None)
-    args, kwargs = tuple(_to(a, device, dtype) for a in args), {k:_to(v, device, dtype) for k,v in kwargs.items()}
-    sizes = [t.shape[0] for t in [*args, *kwargs.values()] if isinstance(t, Tensor) and t.ndim]
+    move = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+    args, kwargs = _map_tensors(move, args), _map_tensors(move, kwargs)
+    sizes = [t.shape[0] for t in tensors_in((args, kwargs)) if t.ndim]
     if not sizes: raise LSUVError("LSUV: the batch holds no tensor: pass the model's input, e.g. `lsuv_init(model, xb)`")
     if sizes[0] < 2:
         raise LSUVError(f"LSUV: the batch has {sizes[0]} sample(s); statistics need at least 2 (use a batch of 32 or more)")
@@ -451,7 +469,7 @@ def _call_model(model, args, kwargs):
     try: return model(*args, **kwargs)
     except LSUVError: raise
     except Exception as e:
-        shapes = [f'{tuple(t.shape)} {t.dtype} on {t.device}' for t in [*args, *kwargs.values()] if isinstance(t, Tensor)]
+        shapes = [f'{tuple(t.shape)} {t.dtype} on {t.device}' for t in tensors_in((args, kwargs))]
         raise LSUVError(f"LSUV: the model's forward pass failed on the init batch ({'; '.join(shapes)}): "
                         f"{type(e).__name__}: {e}") from e
 
@@ -601,7 +619,7 @@ def _progress(n):
 
 def _describe(args, kwargs):
     "Which batch was used: shapes, dtypes and a checksum, so a report can be matched to its data"
-    ts = [t for t in [*args, *kwargs.values()] if isinstance(t, Tensor)]
+    ts = tensors_in((args, kwargs))
     return dict(shapes=[tuple(t.shape) for t in ts], dtypes=[str(t.dtype) for t in ts],
                 checksum=float(sum(t.detach().double().sum() for t in ts)))
 
