@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #c21ccc56
 from __future__ import annotations
-import math, time, warnings
+import copy, math, numbers, time, warnings
 from contextlib import contextmanager, ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
@@ -97,10 +97,14 @@ def has_sub(m:nn.Module) -> bool:
 # %% ../nbs/00_core.ipynb #94834cf5
 def _has_params(m): return next(m.parameters(recurse=False), None) is not None
 
+def _submodules(m):
+    "`m`'s children, without the container a parametrization (weight norm, spectral norm) adds to a layer"
+    return [c for n, c in m.named_children() if not (n == 'parametrizations' and parametrize.is_parametrized(m))]
+
 def _block_layers(m:nn.Module):
     "The children of `m` if it is a conv block (one weight layer plus norms and parameter-free leaves), else `None`"
     kids = list(m.children())
-    if len(kids) < 2 or any(list(k.children()) for k in kids): return None
+    if len(kids) < 2 or any(_submodules(k) for k in kids): return None
     if sum(map(is_weight_layer, kids)) != 1: return None
     if not all(is_weight_layer(k) or is_norm_layer(k) or not _has_params(k) for k in kids): return None
     # Only a Sequential runs its children in order; other modules qualify when they are 07a-style (weight, then GeneralRelu)
@@ -385,7 +389,8 @@ def training_without_dropout(model:nn.Module):
     modes = [(m, m.training) for m in model.modules()]
     model.train()
     for m in model.modules():
-        if is_noise_layer(m): m.eval()
+        # Not `m.eval()`, which would reach its children: fastai's `LinBnDrop` holds a BatchNorm that must stay in train mode
+        if is_noise_layer(m): m.training = False
     try: yield model
     finally:
         for m, t in modes: m.train(t)
@@ -428,19 +433,31 @@ def _rebuild(x, vals):
     "A tuple, namedtuple or list like `x`, holding `vals`"
     return type(x)(*vals) if hasattr(x, '_fields') else type(x)(vals)
 
-def _map_tensors(f, x):
+def _with_items(d, items):
+    "A copy of dict `d` (of its own class, attributes kept: an `AttrDict`, a `BatchEncoding`) holding `items`"
+    d = copy.copy(d)
+    d.update(items)
+    return d
+
+def _map_tensors(f, x, device=None):
     if isinstance(x, Tensor): return f(x)
-    if isinstance(x, dict): return {k: _map_tensors(f, v) for k, v in x.items()}
-    if isinstance(x, (tuple, list)): return _rebuild(x, [_map_tensors(f, v) for v in x])
+    # Its `batch_sizes` must stay on the CPU: `PackedSequence.to` knows that
+    if isinstance(x, nn.utils.rnn.PackedSequence): return x.to(device=device)
+    if isinstance(x, dict): return _with_items(x, {k: _map_tensors(f, v, device) for k, v in x.items()})
+    if isinstance(x, (tuple, list)): return _rebuild(x, [_map_tensors(f, v, device) for v in x])
     return x
 
 def _pool(xs):
-    "Batches of one structure pooled into one: tensors with a batch dimension concatenated, anything else from the first"
+    """Batches of one structure pooled into one: tensors with a batch dimension concatenated, tuples and dicts field by
+    field, lists (of samples, as detection models take images) joined, anything else taken from the first"""
     x = xs[0]
     if len(xs) == 1: return x
     if isinstance(x, Tensor): return torch.cat(xs) if x.ndim else x
-    if isinstance(x, dict): return {k: _pool([b[k] for b in xs]) for k in x}
-    if isinstance(x, (tuple, list)): return _rebuild(x, [_pool(list(vs)) for vs in zip(*xs)])
+    if isinstance(x, nn.utils.rnn.PackedSequence): raise TypeError('PackedSequence batches cannot be pooled')
+    if any(type(b) is not type(x) for b in xs): raise TypeError(f'{type(x).__name__} in one batch, {type(b).__name__} in another')
+    if isinstance(x, dict): return _with_items(x, {k: _pool([b[k] for b in xs]) for k in x})
+    if isinstance(x, list): return [v for b in xs for v in b]
+    if isinstance(x, tuple): return _rebuild(x, [_pool(list(vs)) for vs in zip(*xs)])
     return x
 
 def prepare_batch(xb, model:nn.Module):
@@ -452,12 +469,12 @@ def prepare_batch(xb, model:nn.Module):
     try:
         args = tuple(_pool([a[i] for a,_ in calls]) for i in range(len(calls[0][0])))
         kwargs = {k: _pool([kw[k] for _,kw in calls]) for k in calls[0][1]}
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, TypeError) as e:
         raise LSUVError(f"LSUV: the batches in the list cannot be pooled into one ({e!r}): pass batches of the same shape") from e
     p = next((p for p in model.parameters() if p.is_floating_point()), None)
     device, dtype = (p.device, p.dtype) if p is not None else (None, None)
     move = lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-    args, kwargs = _map_tensors(move, args), _map_tensors(move, kwargs)
+    args, kwargs = _map_tensors(move, args, device), _map_tensors(move, kwargs, device)
     sizes = [t.shape[0] for t in tensors_in((args, kwargs)) if t.ndim]
     if not sizes: raise LSUVError("LSUV: the batch holds no tensor: pass the model's input, e.g. `lsuv_init(model, xb)`")
     if sizes[0] < 2:
@@ -556,13 +573,17 @@ def lsuv_init(
     if not (math.isfinite(target_std) and target_std > 0 and math.isfinite(target_mean)):
         raise LSUVError(f"LSUV: target_std must be a positive number and target_mean a finite one "
                         f"(got target_std={target_std}, target_mean={target_mean})")
-    mean_tol, std_tol = tol if isinstance(tol, tuple) else (tol, tol)
-    if not (mean_tol > 0 and std_tol > 0 and isinstance(max_iter, int) and max_iter >= 0):
+    mean_tol, std_tol = tuple(tol) if isinstance(tol, (tuple, list)) and len(tol) == 2 else (tol, tol)
+    if not (all(isinstance(t, numbers.Real) and t > 0 for t in (mean_tol, std_tol))
+            and isinstance(max_iter, numbers.Integral) and max_iter >= 0):
         raise LSUVError(f"LSUV: tol must be positive and max_iter an integer >= 0 (got tol={tol}, max_iter={max_iter})")
     model = unwrap(model)
+    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy: raise LSUVError(f"LSUV: parameters {lazy} are not materialised yet (lazy modules): call the model on a batch "
+                             "once (`model(xb)`), then run LSUV")
     found = find_units(model, modules)
-    units = _drop_unscalable(found if modules is not None else _drop_chosen(found))
-    units = _drop_shared(_drop_tied(model, units))
+    units = _drop_unscalable(found if modules is not None else _drop_tied(model, _drop_chosen(found)))
+    units = _drop_shared(units)
     if found and not units:
         raise LSUVError(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged (the warnings say why): "
                         "nothing to initialise; pass `modules=[...]` to choose units, or do not run LSUV on this model")
