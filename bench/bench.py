@@ -23,7 +23,8 @@ plain50/resnet50/transformer run at a smaller batch (the table says which; `--ba
 which cost O(units) forwards, abort after `--max-07a-fpe` forwards or `--baseline-budget` seconds: their fpe is then a
 lower bound (with an extrapolated estimate), which is enough to check the >= 30x target.
 `--quick` runs small sizes in well under a minute on a CPU and exits non-zero when this package breaks its
-precision bound or the 3 fpe bound on the deep CNN (ratios only, never absolute times).
+precision bound. Costs are reported in the Targets table, never asserted: a shared machine's timing noise must not fail
+a test suite (`--check` does fail on a missed cost target, for a run on a quiet machine).
 
 Run: python bench/bench.py [--quick] [--device cpu|cuda] [--out bench/results] [--models cnn07a,plain50,...]
 """
@@ -662,7 +663,7 @@ def plot_depth(depth_rows, path, info):
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--quick', action='store_true', help='small sizes, CPU-friendly; exits 1 when our bounds break')
+    p.add_argument('--quick', action='store_true', help='small sizes, CPU-friendly; exits 1 when our precision bound breaks (costs are reported only)')
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     p.add_argument('--out', default=str(Path(__file__).parent / 'results'), help='folder for the md/json/png results')
     p.add_argument('--models', default=None, help='comma list (default: all of the zoo; "none" for the depth sweep only)')
@@ -688,7 +689,7 @@ def parse(argv=None):
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads (default 1 on CPU: on a shared small machine OpenMP spin-waits distort timings)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--check', action='store_true', help='exit 1 when a target of ours fails (implied by --quick)')
+    p.add_argument('--check', action='store_true', help='exit 1 when a precision or cost target of ours fails (quick checks precision only)')
     return p.parse_args(argv)
 
 
@@ -747,16 +748,18 @@ def main(argv=None):
     print('\n' + md)
     print(f'written to {Path(args.out).resolve()} (results-{tag}.md/.json' + (f', depth-{tag}.png)' if depth_rows else ')'))
     if args.quick or args.check:
-        bad = quick_failures(results + [r for _, r in depth_rows if all(r['model'] != x['model'] for x in results)], args)
+        bad = quick_failures(results + [r for _, r in depth_rows if all(r['model'] != x['model'] for x in results)], args,
+                             costs=args.check)
         if bad:
             print('BENCH CHECK FAILED:\n  ' + '\n  '.join(bad))
             return 1
-        print('bench check: ours within its precision bound on every model (depth sweep included) and <= 3 fpe on the deep CNN')
+        print('bench check: ours within its precision bound on every model (depth sweep included)'
+              + (' and <= 3 fpe on the deep CNN' if args.check else '; costs reported above, not checked'))
     return 0
 
 
-def quick_failures(results, args):
-    "Our bounds: every unit |std-1| <= tol and (where adjustable) |mean| <= tol; <= 3 fpe on the deep CNN"
+def quick_failures(results, args, costs=False):
+    "Our bounds: every unit |std-1| <= tol and (where adjustable) |mean| <= tol; with `costs`, <= 3 fpe on the deep CNN"
     bad = []
     for r in results:
         o = r['methods'].get('ours')
@@ -765,7 +768,7 @@ def quick_failures(results, args):
         if p['n_off'] or p['n_uncalled']:
             bad.append(f"{r['model']}: {p['n_off']} units off tol {args.tol:g} (worst |mean| {p['worst_mean_adj']:.2e}, "
                        f"|std-1| {p['worst_std']:.2e}; {p['off_units'][:5]}), {p['n_uncalled']} never called")
-        if r['model'] in ('plain50', 'resnet50') and o['fpe'] > 3:
+        if costs and r['model'] in ('plain50', 'resnet50') and o['fpe'] > 3:
             bad.append(f"{r['model']}: ours {o['fpe']:.2f} fpe > 3 (runs: {', '.join(f'{x:.2f}' for x in o['fpe_runs'])})")
     return bad
 

@@ -316,7 +316,8 @@ class _Fitter:
         # A replay differs from what the model computes by rounding, and a deep stack amplifies that: replays aim well
         # inside the tolerance, then the unit runs for real once, and that output is judged and handed on
         margin = 1. if base is None else 0.1
-        while not self.met(m, s, margin) and r.iters < c['max_iter']:
+        tries = 0 # corrections made, undone ones included: `max_iter` bounds the work, `r.iters` counts what was kept
+        while not self.met(m, s, margin) and tries < c['max_iter']:
             # A constant output measures as a std of a few float32 ulps of its mean, not 0: that is no signal to scale
             if s <= 1e-12 or s <= 1e-6 * abs(m):
                 r.note = 'constant output (std 0): nothing to scale; check its input and weights'
@@ -324,7 +325,7 @@ class _Fitter:
             prev = (m, s, out, A, D, base, margin, [(k, k.value.clone() if k.is_tensor else k.value) for k in u.knobs])
             a = c['target_std'] / s
             for k in u.scale: k.scale(a)
-            d = 0.
+            d, gain_used = 0., gain
             if u.shift is not None:
                 d = (c['target_mean'] - a*m) / gain
                 u.shift.shift(d)
@@ -334,10 +335,11 @@ class _Fitter:
             out = rerun() if base is None else u.replay(base*A + D)
             m_prev, (m, s) = m, self.measure(out)
             r.iters += 1
+            tries += 1
             # A block may scale its output after the knob, or clamp part of it: learn the knob's real effect on the mean
             seen = (m - a*m_prev) / d if abs(d) > 1e-12 else math.nan
             if math.isfinite(seen) and seen * u.gain > 0: gain = seen
-            if base is not None and (self.met(m, s, margin) or r.iters == c['max_iter']):
+            if base is not None and (self.met(m, s, margin) or tries == c['max_iter']):
                 out, base, margin = rerun(), None, 1.
                 m, s = self.measure(out)
             # A saturating or clamped activation can put the targets out of reach: corrections then help less and less,
@@ -349,6 +351,9 @@ class _Fitter:
                     if k.is_tensor: k.value.copy_(v)
                     else: setattr(k.module, k.attr, v)
                 r.iters -= 1
+                # The shift moved the mean by another amount than assumed (a factor after the activation): that step
+                # taught the real gain, so try again with it rather than blame the activation
+                if abs(gain - gain_used) > 0.1 * abs(gain_used): continue
                 r.note = 'targets out of reach (saturating or clamped activation?): the last correction made it worse, undone'
                 break
             if e1 > 0.9 * e0:

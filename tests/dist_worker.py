@@ -116,8 +116,10 @@ def worker(rank, world, tmp, scenarios, timeout_s):
         dist.init_process_group('gloo', init_method=f'file://{tmp}/pg', rank=rank, world_size=world,
                                 timeout=timedelta(seconds=timeout_s))
         for s in scenarios: globals()[f'scenario_{s}'](rank, tmp)
-        if 'fault' not in scenarios:
-            dist.barrier()
-            dist.destroy_process_group()
+        dist.barrier()
     except Exception:
         (Path(tmp)/f'crash-{rank}.txt').write_text(traceback.format_exc())
+    finally:
+        # A process that exits with its gloo group alive can abort in gloo's threads at exit
+        # ("terminate called without an active exception"): always take the group down, failed or not
+        if dist.is_initialized(): dist.destroy_process_group()

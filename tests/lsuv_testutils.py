@@ -1,5 +1,5 @@
 "Shared helpers for the robustness, distributed and property tests: course-style layers and model-state snapshots."
-import math, warnings
+import copy, math, warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -63,3 +63,21 @@ def run(model, xb, **kwargs):
         warnings.simplefilter('always')
         report = lsuv_init(model, xb, **kwargs)
     return report, [str(w.message) for w in ws if issubclass(w.category, LSUVWarning)], ws
+
+def oracle_stats(model, xb, names):
+    """`{name: (mean, std)}` of each named module's first output in a fresh forward pass of a copy of `model` on `xb`, in
+    the mode LSUV measures in (train mode, dropout off), computed here in float64 with torch's own unbiased std: an
+    oracle independent of the package's statistics and mode switching"""
+    model = copy.deepcopy(model)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd): m.eval()
+    mods, out = dict(model.named_modules()), {}
+    def hook(name):
+        def record(m, i, o):
+            if name not in out: out[name] = (o.double().mean().item(), o.double().std().item())
+        return record
+    handles = [mods[n].register_forward_hook(hook(n)) for n in names]
+    with torch.no_grad(): model(*xb) if isinstance(xb, tuple) else model(xb)
+    for h in handles: h.remove()
+    return out

@@ -1,4 +1,5 @@
-"The benchmark's quick mode runs end to end and holds our bounds: precision on every unit, <= 3 fpe on the deep CNN."
+"""The benchmark's quick mode runs end to end and holds our precision bound on every unit. Its costs (fpe) are reported in
+the Targets table and never asserted: on a shared 2-core machine a timing bound fails good changes at random."""
 import subprocess, sys
 from pathlib import Path
 

@@ -44,7 +44,7 @@ def differences(a, b):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    "One spawn for every scenario (process start-up dominates the cost); the fault scenario goes last, as it breaks the group"
+    "One spawn for every scenario (process start-up dominates the cost); the fault scenario goes last"
     return spawn(tmp_path_factory.mktemp('dist'), ['core', 'ddp', 'fastai', 'fault'], timeout_s=60, pg_timeout_s=20)
 
 def single_process(name, xb, **kwargs):

@@ -1,0 +1,104 @@
+"""The fitting of one unit, pinned directly: what it measures (unbiased statistics, in the documented mode), which
+tolerance judges which statistic, and the blocks whose structure the fitter must see through (an in-place activation that
+changes the cached base output, a constant factor after the activation). Every check is against `oracle_stats`, a fresh
+forward pass computed independently of the package."""
+import math
+import pytest
+import torch
+from torch import nn
+from lsuv_callback.core import lsuv_init, mean_std
+from lsuv_testutils import CourseGeneralRelu, oracle_stats, run
+
+torch.set_num_threads(1)
+
+def img(n=16, c=3, s=12, seed=0): return torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(seed))
+
+def off_target(report, model, xb):
+    "`{unit: (|mean|, |std-1|)}` in a fresh pass; the mean only where the unit's mean is adjusted"
+    fresh = oracle_stats(model, xb, [u.name for u in report.units])
+    return {u.name: (abs(fresh[u.name][0]) if u.mean_adjusted else 0., abs(fresh[u.name][1] - 1)) for u in report.units}
+
+# ------------------------------------------------------------------------------------------------------------ statistics
+
+def test_mean_std_is_unbiased():
+    "The std divides by n-1, as torch.std does (the paper's and 07a's std); a batch of 4 tells n from n-1 by 15%"
+    m, s = mean_std(torch.tensor([1., 2., 3., 4.]))
+    assert m == pytest.approx(2.5) and s == pytest.approx(math.sqrt(5/3), rel=1e-6)
+
+def test_mean_std_keeps_its_precision_far_from_zero():
+    "A large mean must not swamp the variance (the sum-of-squares shortcut cancels catastrophically there)"
+    x = torch.tensor([1., 2., 3., 4.]) + 1e4
+    m, s = mean_std(x)
+    assert m == pytest.approx(1e4 + 2.5) and s == pytest.approx(math.sqrt(5/3), rel=1e-4)
+
+def bn_dropout_cnn(seed=0):
+    torch.manual_seed(seed)
+    blk = lambda ni, nf: nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+    return nn.Sequential(blk(3, 8), nn.Dropout(0.5), blk(8, 8), nn.Dropout2d(0.3), blk(8, 8),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(8, 4))
+
+def test_measured_in_the_documented_mode():
+    """BatchNorm normalises with the batch's statistics and dropout is off, as in `oracle_stats`: measured in eval mode
+    (BatchNorm on its running statistics) or with dropout on, the init would miss the targets in that fresh pass"""
+    model, xb = bn_dropout_cnn(), img()
+    report = lsuv_init(model, xb)
+    assert report.ok
+    errors = off_target(report, model, xb)
+    assert max(max(e) for e in errors.values()) <= 1e-3, errors
+
+# ------------------------------------------------------------------------------------------------------------ tolerances
+
+def gelu_course_cnn(seed=0):
+    "Units that need several corrections: GELU blocks (std only) and clamped GeneralRelu blocks (mean and std)"
+    torch.manual_seed(seed)
+    class Course(nn.Module):
+        def __init__(self, ni, nf):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(ni, nf, 3, padding=1), CourseGeneralRelu(leak=0.1, sub=0.4, maxv=3.)
+        def forward(self, x): return self.relu(self.conv(x))
+    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU()), Course(8, 8),
+                         nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU()), Course(8, 8),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+@pytest.mark.parametrize('mean_tol,std_tol', [(0.2, 1e-5), (1e-5, 0.2)], ids=['tight-std', 'tight-mean'])
+def test_each_statistic_is_judged_by_its_own_tolerance(mean_tol, std_tol):
+    "`tol=(mean_tol, std_tol)`: a loose tolerance on one statistic must not loosen the other"
+    model, xb = gelu_course_cnn(), img()
+    report, warns, _ = run(model, xb, tol=(mean_tol, std_tol), max_iter=50)
+    assert report.ok and not warns, warns
+    assert (report.mean_tol, report.std_tol) == (mean_tol, std_tol)
+    tight = 0 if mean_tol < std_tol else 1
+    errors = off_target(report, model, xb)
+    assert max(e[tight] for e in errors.values()) <= 2 * min(mean_tol, std_tol), errors
+    assert all(e[1] <= std_tol * 1.01 and e[0] <= mean_tol * 1.01 for e in errors.values()), errors
+
+# ------------------------------------------------------------------------------------------------------ block structure
+
+def test_in_place_activation_after_batchnorm():
+    """`[Conv, BatchNorm, ELU(inplace=True)]`: the ELU overwrites the BatchNorm output the fitter caches to replay the
+    block from; ELU is not scale-invariant, so replaying from the overwritten values would fit the wrong function"""
+    torch.manual_seed(0)
+    blk = lambda ni, nf: nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ELU(inplace=True))
+    model, xb = nn.Sequential(blk(3, 8), blk(8, 8), blk(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)), img()
+    report, warns, _ = run(model, xb)
+    assert report.ok and not warns, warns
+    assert all(u.iters >= 1 for u in report.units[:3]), 'the BatchNorm blocks were corrected'
+    errors = off_target(report, model, xb)
+    assert max(e[1] for e in errors.values()) <= 1e-3, errors
+
+class Times3(nn.Module):
+    "A course-style block with a constant factor after its GeneralRelu: the shift moves the mean 3x as far as assumed"
+    def __init__(self, ni, nf):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(ni, nf, 3, padding=1), CourseGeneralRelu(leak=0.1, sub=0.4)
+    def forward(self, x): return self.relu(self.conv(x)) * 3
+
+def test_factor_after_the_activation_converges():
+    "The first shift overshoots 3x; the fitter must learn the shift's real effect, not give up as 'out of reach'"
+    torch.manual_seed(0)
+    model, xb = nn.Sequential(Times3(3, 8), Times3(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)), img()
+    report, warns, _ = run(model, xb)
+    assert report.ok and not warns, warns
+    assert all(u.iters >= 1 and u.mean_adjusted for u in report.units[:2])
+    errors = off_target(report, model, xb)
+    assert max(max(e) for e in errors.values()) <= 1e-3, errors
