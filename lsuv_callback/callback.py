@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from fastai.basics import *
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import get_random_states, set_random_states
-from .core import lsuv_init, unwrap, LSUVReport, LSUVError, LSUVWarning
+from .core import lsuv_init, unwrap, LSUVReport, LSUVError, LSUVNothingToInit, LSUVWarning
 
 # %% auto #0
 __all__ = ['lsuv_done', 'mark_lsuv_done', 'watch_loads', 'draw_batches', 'LSUVCallback']
@@ -88,7 +88,13 @@ class LSUVCallback(Callback):
     def before_fit(self):
         watch_loads(self.learn.model)
         if self.learn.lock.locked() or lsuv_done(self.learn.model): return
-        self.initialise()
+        try: self.initialise()
+        except LSUVNothingToInit as e:
+            # Units the user named must be initialised; a model where the search finds none (an embedding-only
+            # recommender) trains as well from its own init, and stopping its fit would help nobody
+            if 'modules' in self.lsuv_kwargs: raise
+            mark_lsuv_done(self.learn.model)
+            warnings.warn(f"{e}. The fit goes on with the model's own init", LSUVWarning)
 
     def initialise(self) -> LSUVReport:
         "Run LSUV on the learner's model now, on its training device; store and return the report"

@@ -15,15 +15,18 @@ from torch import nn, Tensor
 from torch.nn.utils import parametrize
 
 # %% auto #0
-__all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'LSUVError', 'LSUVWarning', 'Knob', 'Unit',
-           'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'block_unit', 'find_units', 'unwrap',
-           'mean_std', 'telemetry', 'UnitReport', 'is_noise_layer', 'training_without_dropout', 'tensors_in',
-           'prepare_batch', 'lsuv_init', 'is_distributed', 'failed_on_any_rank', 'broadcast_from_rank0', 'LSUVReport',
+__all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'Knob',
+           'Unit', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'block_unit', 'find_units', 'unwrap',
+           'mean_std', 'telemetry', 'UnitReport', 'uses_batch_stats', 'measuring_mode', 'tensors_in', 'prepare_batch',
+           'default_tol', 'lsuv_init', 'is_distributed', 'failed_on_any_rank', 'broadcast_from_rank0', 'LSUVReport',
            'unit_stats']
 
 # %% ../nbs/00_core.ipynb #1a379aa2
 class LSUVError(ValueError):
     "LSUV cannot initialise this model with this batch; the model was left unchanged"
+
+class LSUVNothingToInit(LSUVError):
+    "The model has no unit LSUV can initialise (none found, or every one left alone on purpose)"
 
 class LSUVWarning(UserWarning):
     "A unit's target was not met, or a unit could not be processed as asked"
@@ -41,13 +44,16 @@ class Knob:
     @property
     def is_tensor(self): return isinstance(self.value, Tensor)
 
-    def scale(self, a:float):
-        if self.is_tensor: self.value.mul_(a)
-        else: setattr(self.module, self.attr, self.value * a)
+    def save(self):
+        "A copy of the value, to set the knob from later"
+        return self.value.detach().clone() if self.is_tensor else self.value
 
-    def shift(self, d:float):
-        if self.is_tensor: self.value.add_(d)
-        else: setattr(self.module, self.attr, self.value + d)
+    def set(self, v0, a:float=1., d:float=0.):
+        "Make the value `v0*a + d`, a tensor in place (`set(v0)` puts a saved value back exactly)"
+        if not self.is_tensor: return setattr(self.module, self.attr, v0*a + d)
+        if a == 1: self.value.copy_(v0)
+        else: torch.mul(v0, a, out=self.value)
+        if d: self.value.add_(d)
 
 # %% ../nbs/00_core.ipynb #584e7fd7
 @dataclass(eq=False)
@@ -80,13 +86,20 @@ class Unit:
         return f"Unit('{self.name}', {self.kind}, scale={[k.name for k in self.scale]}, shift={shift})"
 
 # %% ../nbs/00_core.ipynb #5c1bb9bf
-_weight_types = (nn.Linear, nn.modules.conv._ConvNd)
 _norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+_embedding_types = (nn.Embedding, nn.EmbeddingBag)
+
+def _submodules(m):
+    "`m`'s children, without the container a parametrization (weight norm, spectral norm) adds to a layer"
+    return [c for n, c in m.named_children() if not (n == 'parametrizations' and parametrize.is_parametrized(m))]
 
 def is_weight_layer(m:nn.Module) -> bool:
-    "Is `m` a conv, transposed conv or linear layer with its own weight?"
+    "Does `m` map its input affinely through a floating `weight` of its own, of 2 or more dimensions (linear, conv, alike)?"
+    if isinstance(m, _norm_types + _embedding_types) or _submodules(m): return False
     # A parametrized weight is computed on access (a spectral norm even updates its buffers then): ask without reading it
-    return isinstance(m, _weight_types) and (parametrize.is_parametrized(m, 'weight') or isinstance(getattr(m, 'weight', None), Tensor))
+    if parametrize.is_parametrized(m, 'weight'): return True
+    w = getattr(m, 'weight', None)
+    return isinstance(w, Tensor) and w.is_floating_point() and w.ndim >= 2
 
 def is_norm_layer(m:nn.Module) -> bool: return isinstance(m, _norm_types)
 
@@ -96,10 +109,6 @@ def has_sub(m:nn.Module) -> bool:
 
 # %% ../nbs/00_core.ipynb #94834cf5
 def _has_params(m): return next(m.parameters(recurse=False), None) is not None
-
-def _submodules(m):
-    "`m`'s children, without the container a parametrization (weight norm, spectral norm) adds to a layer"
-    return [c for n, c in m.named_children() if not (n == 'parametrizations' and parametrize.is_parametrized(m))]
 
 def _block_layers(m:nn.Module):
     "The children of `m` if it is a conv block (one weight layer plus norms and parameter-free leaves), else `None`"
@@ -126,6 +135,10 @@ def weight_source(m:nn.Module) -> tuple:
         ps = m.parametrizations.weight
         if len(ps) == 1 and type(ps[0]).__name__ == '_WeightNorm': return ps, 'original0', ps.original1
         return None, None, getattr(ps, 'original', None) # spectral norm, orthogonal, ...: the scale is not free
+    # A weight-standardised conv (timm's ScaledStdConv2d) keeps its scale in a per-output-channel gain
+    gain = getattr(m, 'gain', None)
+    if isinstance(gain, nn.Parameter) and gain.is_floating_point() and gain.numel() == m.weight.shape[0] > 1:
+        return m, 'gain', m.weight
     return m, 'weight', m.weight
 
 def _weight_knobs(root_name, w, names):
@@ -283,6 +296,8 @@ class _Fitter:
             raise LSUVError(f"LSUV: unit '{self.rec.name}' ({self.rec.kind}) returned {type(out).__name__}, not a tensor: "
                             "pass `modules=` to choose modules whose output is a single tensor")
         self.busy = True
+        x = args[0] if args and isinstance(args[0], Tensor) and args[0].is_floating_point() else None
+        self.input_constant = x is not None and x.numel() > 1 and bool(x.eq(x.reshape(-1)[0]).all())
         try: out = self.fit(out, self.base_for(module, out), lambda: module(*args, **kwargs))
         finally: self.busy, self.base_out = False, None
         self.on_done(self.rec)
@@ -311,8 +326,11 @@ class _Fitter:
         u, c, r = self.unit, self.cfg, self.rec
         tele = (lambda x: telemetry(x, c['target_mean'], c['target_std'])) if c['telemetry'] else (lambda x: None)
         self.tele['before'] = tele(out)
+        first, start = out, None
         m, s = r.mean_before, r.std_before = self.measure(out)
-        A, D, gain = 1., 0., u.gain # the base's output is now base*A + D
+        # The knobs are always set from their values at the start, scaled by A and the shift knob moved by K: an undo
+        # is then exact and copies nothing, and the base's output is base*A + D
+        A, D, K, gain = 1., 0., 0., u.gain
         # A replay differs from what the model computes by rounding, and a deep stack amplifies that: replays aim well
         # inside the tolerance, then the unit runs for real once, and that output is judged and handed on
         margin = 1. if base is None else 0.1
@@ -320,18 +338,18 @@ class _Fitter:
         while not self.met(m, s, margin) and tries < c['max_iter']:
             # A constant output measures as a std of a few float32 ulps of its mean, not 0: that is no signal to scale
             if s <= 1e-12 or s <= 1e-6 * abs(m):
-                r.note = 'constant output (std 0): nothing to scale; check its input and weights'
+                r.note = ('its input is constant (a zero-initialised layer before it?): nothing to scale' if self.input_constant
+                          else 'constant output (std 0): nothing to scale; check its input and weights')
                 break
-            prev = (m, s, out, A, D, base, margin, [(k, k.value.clone() if k.is_tensor else k.value) for k in u.knobs])
-            a = c['target_std'] / s
-            for k in u.scale: k.scale(a)
-            d, gain_used = 0., gain
-            if u.shift is not None:
-                d = (c['target_mean'] - a*m) / gain
-                u.shift.shift(d)
-            if not all(bool(k.value.isfinite().all()) if k.is_tensor else math.isfinite(k.value) for k in u.knobs):
-                raise LSUVError(f"LSUV: unit '{r.name}' ({r.kind}): scaling its knobs overflowed; its output cannot reach the targets")
+            if start is None: start = [k.save() for k in u.knobs]
+            prev = (m, s, out, A, D, K, base, margin)
+            a, gain_used = c['target_std'] / s, gain
+            d = (c['target_mean'] - a*m) / gain if u.shift is not None else 0.
             A, D = A*a, D*a + (d if u.shift is not None and u.shift.module is u.base else 0.)
+            K = K*a + d if u.shift in u.scale else K + d
+            if not (math.isfinite(A) and math.isfinite(K)):
+                raise LSUVError(f"LSUV: unit '{r.name}' ({r.kind}): scaling its knobs overflowed; its output cannot reach the targets")
+            self.set_knobs(start, A, K)
             out = rerun() if base is None else u.replay(base*A + D)
             m_prev, (m, s) = m, self.measure(out)
             r.iters += 1
@@ -342,31 +360,49 @@ class _Fitter:
             if base is not None and (self.met(m, s, margin) or tries == c['max_iter']):
                 out, base, margin = rerun(), None, 1.
                 m, s = self.measure(out)
+            # A layer that standardises its weight (timm's StdConv2d) undoes any scale: no correction can help
+            if base is None and abs(A - 1) > 1e-3 and abs(s - r.std_before) <= 1e-2 * abs(A - 1) * r.std_before:
+                r.note = 'scaling its weight does not change its output (does the layer standardise its weight?)'
+                break
             # A saturating or clamped activation can put the targets out of reach: corrections then help less and less,
             # or make things worse (up to a constant, dead output). Undo a correction that made it worse; stop when stuck.
             e0, e1 = self.error(*prev[:2]), self.error(m, s)
             if e1 > e0:
-                m, s, out, A, D, base, margin, knobs = prev
-                for k, v in knobs:
-                    if k.is_tensor: k.value.copy_(v)
-                    else: setattr(k.module, k.attr, v)
+                m, s, out, A, D, K, base, margin = prev
+                self.set_knobs(start, A, K)
                 r.iters -= 1
                 # The shift moved the mean by another amount than assumed (a factor after the activation): that step
                 # taught the real gain, so try again with it rather than blame the activation
                 if abs(gain - gain_used) > 0.1 * abs(gain_used): continue
-                r.note = 'targets out of reach (saturating or clamped activation?): the last correction made it worse, undone'
+                r.note = self.why_missed('targets out of reach (saturating or clamped activation?): the last correction made it worse', m, s)
                 break
             if e1 > 0.9 * e0:
-                if not self.met(m, s): r.note = 'targets out of reach (saturating or clamped activation?): corrections stopped helping'
+                if not self.met(m, s): r.note = self.why_missed('targets out of reach (saturating or clamped activation?): corrections stopped helping', m, s)
                 break
         if base is not None and r.iters: # left the loop on a replay: run the unit for real, as the loop's own exit does
             out = rerun()
             m, s = self.measure(out)
-        self.tele['after'] = tele(out) if r.iters else self.tele['before']
-        r.mean_after, r.std_after, r.converged = m, s, self.met(m, s)
-        if not r.converged and not r.note:
-            r.note = f'not converged in max_iter={c["max_iter"]} corrections'
+        r.converged = self.met(m, s)
+        if not r.converged:
+            r.note = (r.note or self.why_missed(f'not converged in max_iter={c["max_iter"]} corrections', m, s)) + ': left unchanged'
+            # A unit is initialised or left exactly as it was, never half-corrected
+            if start is not None: self.set_knobs(start, 1., 0.)
+            out, m, s = first, r.mean_before, r.std_before
+        self.tele['after'] = tele(out) if out is not first else self.tele['before']
+        r.mean_after, r.std_after = m, s
         return out
+
+    def set_knobs(self, start, A, K):
+        "Every knob at its start value, the scale knobs times `A`, the shift knob moved by `K`"
+        u = self.unit
+        for k, v0 in zip(u.knobs, start): k.set(v0, A if k in u.scale else 1., K if k is u.shift else 0.)
+
+    def why_missed(self, why, m, s):
+        "Why the targets were missed: the precision of the weights if the miss is within it, else `why`"
+        k = self.unit.scale[0]
+        if k.is_tensor and self.error(m, s) <= 2 * torch.finfo(k.value.dtype).eps:
+            return f'the correction left is finer than {k.value.dtype} weights can hold: use a tol of at least {_tol_for(k.value.dtype):.1e}'
+        return why
 
     def finish(self):
         "Move the telemetry to the host, once, after the forward pass"
@@ -379,26 +415,21 @@ class _Fitter:
         return r
 
 # %% ../nbs/00_core.ipynb #7e1a4ecc
-_noise_types = (nn.modules.dropout._DropoutNd, nn.MultiheadAttention, nn.RNNBase, nn.RReLU)
-# Layers from other libraries that are random only in train mode: timm's DropPath and DropBlock, torchvision's
-# StochasticDepth, fastai's RNNDropout, WeightDropout and EmbeddingDropout
-_noise_names = ('Drop', 'StochasticDepth')
-
-def is_noise_layer(m:nn.Module) -> bool:
-    "Is `m` random in train mode only (dropout, stochastic depth, attention or RNN dropout, RReLU)?"
-    return isinstance(m, _noise_types) or any(s in type(m).__name__ for s in _noise_names)
+def uses_batch_stats(m:nn.Module) -> bool:
+    "Does `m` normalise with the statistics of the batch in train mode (BatchNorm, InstanceNorm)?"
+    return isinstance(m, nn.modules.batchnorm._NormBase)
 
 @contextmanager
-def training_without_dropout(model:nn.Module):
-    "Put `model` in train mode with its dropout-like layers in eval mode; restore every module's mode on exit"
+def measuring_mode(model:nn.Module):
+    "Put `model` in eval mode, but its batch-statistics norms in train mode; restore every module's mode on exit"
     modes = [(m, m.training) for m in model.modules()]
-    model.train()
+    model.eval()
+    # Only the norm itself: `m.train()` would reach its children (timm's BatchNormAct2d holds its activation and dropout)
     for m in model.modules():
-        # Not `m.eval()`, which would reach its children: fastai's `LinBnDrop` holds a BatchNorm that must stay in train mode
-        if is_noise_layer(m): m.training = False
+        if uses_batch_stats(m): m.training = True
     try: yield model
     finally:
-        for m, t in modes: m.train(t)
+        for m, t in modes: m.training = t
 
 # %% ../nbs/00_core.ipynb #897e0421
 class _Snapshot:
@@ -406,7 +437,7 @@ class _Snapshot:
     def __init__(self, model, knobs, tensors=()):
         keep = {id(k.value) for k in knobs if k.is_tensor}
         self.buffers = [(b, b.detach().clone()) for b in model.buffers() if id(b) not in keep]
-        self.knobs = [(k, k.value.detach().clone() if k.is_tensor else k.value) for k in knobs]
+        self.knobs = [(k, k.save()) for k in knobs]
         self.tensors = [(t, t.detach().clone()) for t in tensors]
 
     @torch.no_grad()
@@ -417,9 +448,7 @@ class _Snapshot:
     def restore(self):
         self.restore_buffers()
         for t, v in self.tensors: t.copy_(v)
-        for k, v in self.knobs:
-            if k.is_tensor: k.value.copy_(v)
-            else: setattr(k.module, k.attr, v)
+        for k, v in self.knobs: k.set(v)
 
 # %% ../nbs/00_core.ipynb #94c69215
 def _as_call(b):
@@ -495,30 +524,35 @@ def _call_model(model, args, kwargs):
         raise LSUVError(f"LSUV: the model's forward pass failed on the init batch ({'; '.join(shapes)}): "
                         f"{type(e).__name__}: {e}") from e
 
-def _drop_shared(units):
-    "Units whose knobs another unit already turns would undo each other: keep the first"
-    seen, keep = set(), []
-    for u in units:
-        ids = {id(k.value) for k in u.knobs if k.is_tensor}
-        if ids & seen:
-            warnings.warn(f"LSUV: unit '{u.name}' shares weights with an earlier unit; it is left to that unit", LSUVWarning)
-            continue
-        seen |= ids
-        keep.append(u)
-    return keep
+def _names(units, most=8):
+    "The units' names for a message: the first `most`, then how many more"
+    names = [u.name or '(model)' for u in units]
+    return str(names[:most])[:-1] + (f', ... and {len(names)-most} more]' if len(names) > most else ']')
 
 def _drop(units, test, why):
     "`units` without those that pass `test`, with one warning that names them and says `why`"
     hit = [u for u in units if test(u)]
-    if hit: warnings.warn(f"LSUV: units {[u.name for u in hit]} {why}", LSUVWarning)
+    if hit: warnings.warn(f"LSUV: units {_names(hit)} {why}", LSUVWarning)
     return [u for u in units if u not in hit]
+
+def _drop_shared(units):
+    "Units whose knobs another unit already turns would undo each other: keep the first"
+    seen, shared = set(), []
+    for u in units:
+        ids = {id(k.value) for k in u.knobs if k.is_tensor}
+        if ids & seen: shared.append(u)
+        seen |= ids
+    return _drop(units, lambda u: u in shared, "share weights with an earlier unit; each is left to that unit")
 
 def _is_frozen(u):
     # fastai's `freeze` keeps BatchNorm trainable: a pretrained conv counts as frozen through its own weight
     return any(isinstance(t, nn.Parameter) and not t.requires_grad for t in [u.weight, *(k.value for k in u.scale)])
 
 def _is_zeroed(u):
-    return any(k.is_tensor and k is not u.shift and k.attr != 'bias' and not k.value.any() for k in u.scale)
+    "Is a scale of `u` zero: a knob, or any parameter of the unit but a bias (timm's zero `gain` of a residual branch)?"
+    scales = [k.value for k in u.scale if k.is_tensor and k is not u.shift and k.attr != 'bias']
+    scales += [p for n, p in u.module.named_parameters() if not n.endswith('bias') and p.is_floating_point()]
+    return any(not t.any() for t in {id(t): t for t in scales}.values())
 
 def _drop_chosen(units):
     "Units whose weights the user has set on purpose: frozen (a pretrained body), or zero (a residual branch that starts as identity)"
@@ -529,10 +563,10 @@ def _drop_chosen(units):
 
 def _drop_unscalable(units):
     "Units whose weight's scale a spectral norm (or another parametrization) fixes: nothing to turn"
-    for u in units:
-        if not u.scale: warnings.warn(f"LSUV: unit '{u.name}' ({u.kind}) is left unchanged: {u.why_no_mean}, so LSUV "
-                                      "cannot set its std", LSUVWarning)
-    return [u for u in units if u.scale]
+    for why in dict.fromkeys(u.why_no_mean for u in units if not u.scale):
+        units = _drop(units, lambda u: not u.scale and u.why_no_mean == why,
+                      f"are left unchanged: {why.replace('its weight', 'their weight')}, so LSUV cannot set their std")
+    return units
 
 def _owners(model):
     "Names of the modules that hold each parameter and buffer of `model`, by the tensor's id"
@@ -546,15 +580,20 @@ def _inside(name, root): return not root or name == root or name.startswith(root
 
 def _drop_tied(model, units):
     "A weight tied to a module that is not a unit (a language model's decoder and embedding) cannot be scaled without changing that module too"
-    owners, keep = _owners(model), []
-    for u in units:
-        tied = sorted({o for k in u.knobs if k.is_tensor for o in owners.get(id(k.value), ())
-                       if not any(_inside(o, v.name) for v in units)})
-        if tied:
-            warnings.warn(f"LSUV: unit '{u.name}' ({u.kind}) shares its weights with {tied}, which LSUV does not initialise: "
-                          "scaling them would change those modules too, so the unit is left unchanged", LSUVWarning)
-        else: keep.append(u)
-    return keep
+    owners = _owners(model)
+    tied = {u: sorted({o for k in u.knobs if k.is_tensor for o in owners.get(id(k.value), ())
+                       if not any(_inside(o, v.name) for v in units)}) for u in units}
+    others = sorted({o for t in tied.values() for o in t})
+    return _drop(units, lambda u: tied[u], f"share their weights with {others}, which LSUV does not initialise: "
+                 "scaling them would change those modules too, so the units are left unchanged")
+
+def default_tol(model:nn.Module) -> float:
+    "The finest tolerance `model`'s weights can be set to: 1e-3, or one ulp of 1 for bf16 weights (7.8e-3)"
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return 1e-3 if p is None else _tol_for(p.dtype)
+
+# bf16 keeps 8 bits of mantissa: scaling its weights by less than one ulp mostly rounds back to the same weights
+def _tol_for(dtype): return max(1e-3, torch.finfo(dtype).eps)
 
 def _orthogonal_(w):
     "Orthonormal init of `w`, computed in fp32 at least (the QR has no fp16/bf16 kernels)"
@@ -565,7 +604,7 @@ def lsuv_init(
     model:nn.Module, # Any PyTorch model; changed in place
     xb, # Batch: a tensor, a tuple of args, a dict of kwargs, or a list of such batches (pooled)
     modules:list|Callable|None=None, # Modules to initialise, or a predicate on modules; default: found automatically
-    tol:float|tuple=1e-3, # Tolerance on |mean-target_mean| and |std-target_std|; or (mean_tol, std_tol)
+    tol:float|tuple|None=None, # Tolerance on |mean-target_mean| and |std-target_std|, or (mean_tol, std_tol); default `default_tol` of the weights' dtype
     target_mean:float=0., # Mean each unit's output should have, where a knob can shift it
     target_std:float=1., # Std each unit's output should have
     max_iter:int=10, # Most corrections per unit
@@ -578,6 +617,7 @@ def lsuv_init(
     if not (math.isfinite(target_std) and target_std > 0 and math.isfinite(target_mean)):
         raise LSUVError(f"LSUV: target_std must be a positive number and target_mean a finite one "
                         f"(got target_std={target_std}, target_mean={target_mean})")
+    if tol is None: tol = default_tol(unwrap(model))
     mean_tol, std_tol = tuple(tol) if isinstance(tol, (tuple, list)) and len(tol) == 2 else (tol, tol)
     if not (all(isinstance(t, numbers.Real) and t > 0 for t in (mean_tol, std_tol))
             and isinstance(max_iter, numbers.Integral) and max_iter >= 0):
@@ -590,11 +630,12 @@ def lsuv_init(
     units = _drop_unscalable(found if modules is not None else _drop_tied(model, _drop_chosen(found)))
     units = _drop_shared(units)
     if found and not units:
-        raise LSUVError(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged (the warnings say why): "
+        raise LSUVNothingToInit(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged (the warnings say why): "
                         "nothing to initialise; pass `modules=[...]` to choose units, or do not run LSUV on this model")
     if not units:
-        raise LSUVError(f"LSUV: no unit found in {type(model).__name__}: searched for Conv1d/2d/3d, ConvTranspose*, Linear "
-                        "layers and ConvLayer-like blocks. Pass `modules=[...]` or a predicate to choose them")
+        raise LSUVNothingToInit(f"LSUV: no unit found in {type(model).__name__}: searched for layers with a weight of 2+ "
+                                "dimensions (conv, linear and alike, not embeddings) and ConvLayer-like blocks. Pass "
+                                "`modules=[...]` or a predicate to choose them")
     cfg = dict(target_mean=target_mean, target_std=target_std, mean_tol=mean_tol, std_tol=std_tol,
                max_iter=max_iter, telemetry=telemetry)
     weights = [u.weight for u in units if orthonormal and u.weight is not None]
@@ -608,7 +649,7 @@ def lsuv_init(
     failure = None
     try:
         args, kwargs = prepare_batch(xb, model)
-        with torch.no_grad(), training_without_dropout(model), ExitStack() as hooks:
+        with torch.no_grad(), measuring_mode(model), ExitStack() as hooks:
             for w in weights: _orthogonal_(w)
             for f in fitters:
                 hooks.enter_context(f.unit.module.register_forward_hook(f, with_kwargs=True))
@@ -671,7 +712,7 @@ def broadcast_from_rank0(knobs:list, tensors:list, report):
         for t in {id(t):t for t in [k.value for k in knobs if k.is_tensor] + list(tensors)}.values(): dist.broadcast(t, src=0)
     objs = [[k.value for k in floats], report]
     dist.broadcast_object_list(objs, src=0)
-    for k, v in zip(floats, objs[0]): setattr(k.module, k.attr, v)
+    for k, v in zip(floats, objs[0]): k.set(v)
     return objs[1]
 
 # %% ../nbs/00_core.ipynb #9a0af0be
@@ -698,14 +739,17 @@ class LSUVReport:
     def ok(self): return not self.failed
 
     def warn(self):
+        "One `LSUVWarning` per cause, naming its units; the report keeps the detail of each"
+        causes = {}
         for u in self.units:
-            if not u.calls: msg = 'was not called in the forward pass; it was left unchanged'
-            elif not u.converged:
-                msg = (f'did not reach its targets: mean {u.mean_after:.4f}, std {u.std_after:.4f} '
-                       f'after {u.iters} corrections ({u.note})')
-            elif u.calls > 1: msg = f'was called {u.calls} times in one forward pass; it was initialised on its first call'
+            if not u.calls: why = ("were not called in LSUV's forward pass (eval mode, batch norms in train mode): code that "
+                                 "runs only in training, such as an auxiliary head, or a weight its parent uses directly "
+                                 "(`F.linear`); they were left unchanged")
+            elif not u.converged: why = f'did not reach their targets ({u.note})'
+            elif u.calls > 1: why = 'were called more than once in one forward pass; each was initialised on its first call'
             else: continue
-            warnings.warn(f"LSUV: unit '{u.name}' ({u.kind}) {msg}", LSUVWarning)
+            causes.setdefault(why, []).append(u)
+        for why, us in causes.items(): warnings.warn(f"LSUV: units {_names(us)} {why}", LSUVWarning)
 
     def to_df(self, hist:bool=False):
         "The report as a pandas DataFrame, one row per unit (histograms too if `hist`)"
@@ -750,7 +794,7 @@ class LSUVReport:
 
 # %% ../nbs/00_core.ipynb #8074b167
 def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tuple[str, float, float]]:
-    "`(name, mean, std)` of each unit's output in one plain forward pass of `model` on `xb`, in train mode without dropout"
+    "`(name, mean, std)` of each unit's output in one plain forward pass of `model` on `xb`, in LSUV's measuring mode (`measuring_mode`)"
     model, outs = unwrap(model), {}
     units = find_units(model, modules)
     args, kwargs = prepare_batch(xb, model)
@@ -758,7 +802,7 @@ def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tup
         def record(m, i, o):
             if u.name not in outs: outs[u.name] = mean_std(o)
         return record
-    with torch.no_grad(), training_without_dropout(model), ExitStack() as hooks:
+    with torch.no_grad(), measuring_mode(model), ExitStack() as hooks:
         for u in units: hooks.enter_context(u.module.register_forward_hook(hook(u)))
         snap = _Snapshot(model, [])
         _call_model(model, args, kwargs)

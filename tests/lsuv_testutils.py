@@ -66,18 +66,18 @@ def run(model, xb, **kwargs):
 
 def oracle_stats(model, xb, names):
     """`{name: (mean, std)}` of each named module's first output in a fresh forward pass of a copy of `model` on `xb`, in
-    the mode LSUV measures in (train mode, dropout off), computed here in float64 with torch's own unbiased std: an
-    oracle independent of the package's statistics and mode switching"""
+    the mode LSUV measures in (eval mode, BatchNorm and InstanceNorm in train mode), computed here in float64 with
+    torch's own unbiased std: an oracle independent of the package's statistics and mode switching"""
     model = copy.deepcopy(model)
-    model.train()
+    model.eval()
     for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd): m.eval()
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)): m.training = True
     mods, out = dict(model.named_modules()), {}
     def hook(name):
         def record(m, i, o):
             if name not in out: out[name] = (o.double().mean().item(), o.double().std().item())
         return record
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]
-    with torch.no_grad(): model(*xb) if isinstance(xb, tuple) else model(xb)
+    with torch.no_grad(): model(**xb) if isinstance(xb, dict) else model(*xb) if isinstance(xb, tuple) else model(xb)
     for h in handles: h.remove()
     return out

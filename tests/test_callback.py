@@ -138,3 +138,27 @@ def test_weights_loaded_with_learn_load_are_kept_when_the_callback_joins_at_fit(
     learn2.load('trained')
     fit(learn2, lr=0., cbs=LSUVCallback(show=False))
     assert_same(params(learn2), loaded)
+
+def collab(**kwargs):
+    import numpy as np, pandas as pd
+    from fastai.collab import CollabDataLoaders, collab_learner
+    rng = np.random.default_rng(0)
+    ratings = pd.DataFrame(dict(user=rng.integers(0, 20, 200), item=rng.integers(0, 30, 200), rating=rng.uniform(0, 5, 200)))
+    return collab_learner(CollabDataLoaders.from_df(ratings, bs=32, seed=0), n_factors=8, y_range=(0, 5.5),
+                          cbs=LSUVCallback(show=False, **kwargs))
+
+def test_a_model_with_nothing_to_initialise_trains_with_one_warning():
+    "fastai's default collab_learner (embeddings only): the fit goes on from the model's own init"
+    from lsuv_callback.core import LSUVWarning
+    learn = collab()
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        learn.fit(2, 1e-2)
+    msgs = [str(w.message) for w in ws if issubclass(w.category, LSUVWarning)]
+    assert len(msgs) == 1 and 'no unit found' in msgs[0], msgs
+    assert len(learn.recorder.values) == 2, 'both epochs trained'
+
+def test_units_named_in_modules_must_be_initialised():
+    from lsuv_callback.core import LSUVError
+    learn = collab(modules=lambda m: False)
+    with pytest.raises(LSUVError, match='no unit found'): fit(learn)

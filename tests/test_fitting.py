@@ -38,8 +38,8 @@ def bn_dropout_cnn(seed=0):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(8, 4))
 
 def test_measured_in_the_documented_mode():
-    """BatchNorm normalises with the batch's statistics and dropout is off, as in `oracle_stats`: measured in eval mode
-    (BatchNorm on its running statistics) or with dropout on, the init would miss the targets in that fresh pass"""
+    """BatchNorm normalises with the batch's statistics and dropout is off, as in `oracle_stats`: measured with BatchNorm
+    on its running statistics or with dropout on, the init would miss the targets in that fresh pass"""
     model, xb = bn_dropout_cnn(), img()
     report = lsuv_init(model, xb)
     assert report.ok
