@@ -266,8 +266,9 @@ class UnitReport:
 # %% ../nbs/00_core.ipynb #578ef87e
 class _Fitter:
     "Forward hook that fits one `Unit` on its first call"
-    def __init__(self, unit:Unit, cfg:dict, on_done:Callable):
-        self.unit,self.cfg,self.on_done = unit,cfg,on_done
+    def __init__(self, unit:Unit, cfg:dict, on_done:Callable, saved:list|None=None):
+        # `saved`: the knobs' values at the start, where a copy already exists (the snapshot): none is made again
+        self.unit,self.cfg,self.on_done,self.saved = unit,cfg,on_done,saved
         kn = ', '.join(k.name for k in unit.knobs)
         self.rec = UnitReport(unit.name or '(model)', unit.kind, kn, 'adjusted' if unit.shift else unit.why_no_mean)
         self.busy,self.tele,self.base_out = False,{},None
@@ -341,7 +342,7 @@ class _Fitter:
                 r.note = ('its input is constant (a zero-initialised layer before it?): nothing to scale' if self.input_constant
                           else 'constant output (std 0): nothing to scale; check its input and weights')
                 break
-            if start is None: start = [k.save() for k in u.knobs]
+            if start is None: start = self.saved or [k.save() for k in u.knobs]
             prev = (m, s, out, A, D, K, base, margin)
             a, gain_used = c['target_std'] / s, gain
             d = (c['target_mean'] - a*m) / gain if u.shift is not None else 0.
@@ -439,6 +440,11 @@ class _Snapshot:
         self.buffers = [(b, b.detach().clone()) for b in model.buffers() if id(b) not in keep]
         self.knobs = [(k, k.save()) for k in knobs]
         self.tensors = [(t, t.detach().clone()) for t in tensors]
+
+    def saved(self, knobs) -> list:
+        "The saved values of `knobs`"
+        values = {id(k): v for k, v in self.knobs}
+        return [values[id(k)] for k in knobs]
 
     @torch.no_grad()
     def restore_buffers(self):
@@ -645,7 +651,8 @@ def lsuv_init(
     def on_done(rec):
         done.append(rec)
         if bar is not None: bar.update(len(done))
-    fitters = [_Fitter(u, cfg, on_done) for u in units]
+    # Orthonormal pre-init changes the weights after the snapshot: then each unit copies its own start
+    fitters = [_Fitter(u, cfg, on_done, None if orthonormal else snap.saved(u.knobs)) for u in units]
     failure = None
     try:
         args, kwargs = prepare_batch(xb, model)
