@@ -1,7 +1,9 @@
-"""What each rank of tests/test_distributed.py runs (a module of its own so that spawned processes import only this).
+"""What each rank of tests/test_distributed.py runs (a module of its own, so that spawned processes import only this).
 
-Every rank builds the same model from the same seed, draws a *different* batch (seeded by its rank), runs LSUV and saves
-what it ended with (state dict, plain float attributes, report, batch checksum) to `tmp/<scenario>-<rank>.pt`."""
+Every rank builds the same model from the same seed, draws a *different* batch (seeded by its rank, and from a
+different distribution on each rank, as a data-parallel loader's shards can be), runs LSUV, and saves what it ended with
+(the full state and float attributes, the report, its own batch, and each unit's sufficient statistics in a fresh
+forward pass on its own batch) to `tmp/<scenario>-<rank>.pt`."""
 import os, sys, traceback, warnings
 from datetime import timedelta
 from pathlib import Path
@@ -12,28 +14,66 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 def batch(rank, n=16, c=1, s=28):
-    return torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(100 + rank))
+    "Rank `rank`'s batch: other samples, and another mean and scale, on every rank"
+    g = torch.Generator().manual_seed(100 + rank)
+    return torch.randn(n, c, s, s, generator=g) * (1 + rank) + rank
 
-def models():
-    "The models every scenario initialises: course float `sub`s, GeneralRelu buffer `sub`s, BatchNorm blocks"
-    from lsuv_testutils import course_cnn
-    from lsuv_callback.layers import ConvLayer
+def tokens(rank, n=8, t=12, d=32):
+    g = torch.Generator().manual_seed(200 + rank)
+    return torch.randn(n, t, d, generator=g) * (1 + rank)
+
+class Block(nn.Module):
+    "A small transformer block: attention from Linears, LayerNorm, GELU MLP"
+    def __init__(self, d=32, h=4):
+        super().__init__()
+        self.h, self.ln1, self.ln2 = h, nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.o = nn.Linear(d, 3*d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4*d), nn.GELU(), nn.Linear(4*d, d))
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.h, -1).permute(2, 0, 3, 1, 4)
+        x = x + self.o(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.ln2(x))
+
+def models(name):
+    "The models the scenarios initialise, each built from seed 0"
+    from lsuv_callback.layers import ConvLayer, CourseConvLayer
     torch.manual_seed(0)
-    course = course_cnn(nfs=(4, 8, 8))
-    bn = nn.Sequential(ConvLayer(1, 8, leak=0.1, sub=0.4, maxv=6.),
-                       nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
-                       nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(8)),
-                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    return dict(course=course, bn=bn)
+    if name == 'course': return nn.Sequential(*[CourseConvLayer(ni, nf, 5 if i == 0 else 3, leak=0.1, sub=0.4, maxv=6.)
+                                                for i, (ni, nf) in enumerate([(1, 4), (4, 8), (8, 8)])],
+                                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    if name == 'bn': return nn.Sequential(ConvLayer(1, 8, leak=0.1, sub=0.4, maxv=6.),
+                                          nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+                                          nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(8)),
+                                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    if name == 'transformer': return nn.Sequential(nn.Linear(32, 32), Block(), Block(), nn.Linear(32, 4))
+    if name == 'deep': return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), *[nn.Sequential(nn.Linear(16, 16), nn.ReLU()) for _ in range(66)])
+    raise KeyError(name)
+
+def data(name, rank): return tokens(rank) if name == 'transformer' else batch(rank)
 
 def snapshot(model):
-    from lsuv_testutils import model_state
-    sd, floats = model_state(model)
-    return dict(state=sd, floats=floats)
+    "Every tensor of the model in full (sharded ones gathered: a collective) and every float attribute"
+    from torch.distributed.tensor import DTensor
+    state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in model.state_dict().items()}
+    floats = {(n, a): v for n, m in model.named_modules() for a, v in vars(m).items() if isinstance(v, float) and not a.startswith('_')}
+    return dict(state=state, floats=floats)
+
+def unit_sums(model, xb):
+    "`{unit: [count, sum, sum of squares]}` of each unit's output in a fresh pass on this rank's batch, in LSUV's mode"
+    from lsuv_callback.units import find_units
+    from lsuv_callback.fit import measuring_mode, moments
+    from lsuv_callback.single_pass import kept_buffers
+    out, hooks = {}, []
+    for u in find_units(model):
+        hooks.append(u.module.register_forward_hook(lambda m, i, o, name=u.name: out.setdefault(name, moments(o))))
+    with torch.no_grad(), measuring_mode(model), kept_buffers(model, []): model(xb)
+    for h in hooks: h.remove()
+    return out
 
 def save(tmp, name, rank, **kw): torch.save(kw, Path(tmp)/f'{name}-{rank}.pt')
 
-def run_lsuv(rank, tmp, name, model, xb, **kwargs):
+def run_lsuv(rank, tmp, name, model, xb, shard=False, **kwargs):
     from lsuv_callback.core import lsuv_init
     before = snapshot(model)
     try:
@@ -43,20 +83,26 @@ def run_lsuv(rank, tmp, name, model, xb, **kwargs):
         outcome = 'ok'
     except Exception as e:
         report, outcome = None, f'{type(e).__name__}: {e}'
-    save(tmp, name, rank, outcome=outcome, report=report, before=before, after=snapshot(model),
-         checksum=float(xb.double().sum()))
+    save(tmp, name, rank, outcome=outcome, report=report, before=before, after=snapshot(model), xb=xb,
+         sums=unit_sums(model, xb) if outcome == 'ok' else None)
     return outcome
 
-def scenario_core(rank, tmp):
-    for name, model in models().items(): run_lsuv(rank, tmp, name, model, batch(rank))
-    # orthonormal pre-init draws from each rank's own RNG: rank 0's draw must win everywhere
-    model = models()['course']
-    torch.manual_seed(1000 + rank)
-    run_lsuv(rank, tmp, 'ortho', model, batch(rank), orthonormal=True)
+def fully_sharded(model):
+    "FSDP2: every child with parameters sharded, then the model"
+    from torch.distributed.fsdp import fully_shard
+    for m in model.children():
+        if any(True for _ in m.parameters()): fully_shard(m)
+    return fully_shard(model)
+
+def scenario_plain(rank, tmp):
+    "LSUV on the bare models, each rank with its own batch"
+    for name in ('course', 'bn', 'transformer'): run_lsuv(rank, tmp, name, models(name), data(name, rank))
+    torch.manual_seed(1000 + rank) # the orthonormal draw must be rank 0's everywhere
+    run_lsuv(rank, tmp, 'ortho', models('course'), batch(rank), orthonormal=True)
 
 def scenario_ddp(rank, tmp):
-    "A model already wrapped in DDP, then trained for a step: LSUV must not trigger DDP's collectives"
-    model = models()['bn']
+    "A model wrapped in DDP, then trained for a step: LSUV must not trigger DDP's collectives, and the ranks stay in sync"
+    model = models('bn')
     ddp = nn.parallel.DistributedDataParallel(model)
     run_lsuv(rank, tmp, 'ddp', ddp, batch(rank))
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
@@ -64,16 +110,23 @@ def scenario_ddp(rank, tmp):
     opt.step()
     save(tmp, 'ddp-step', rank, after=snapshot(model))
 
+def scenario_fsdp(rank, tmp):
+    "FSDP2 (`fully_shard`) on a CNN and a transformer, an orthonormal pre-init of sharded weights, and a stack deeper than the replay horizon"
+    for name in ('course', 'transformer', 'deep'): run_lsuv(rank, tmp, f'fsdp-{name}', fully_sharded(models(name)), data(name, rank))
+    torch.manual_seed(1000 + rank)
+    run_lsuv(rank, tmp, 'fsdp-ortho', fully_sharded(models('course')), batch(rank), orthonormal=True)
+
 def scenario_fastai(rank, tmp):
     """The callback in a fastai fit, with the process group set up by hand and the model wrapped in DDP by a callback that
-    does what fastai's DistributedTrainer does (fastai's own needs `accelerate` and CUDA: see test_distributed.py)"""
-    from fastai.basics import (Learner, Datasets, ItemGetter, Callback, CancelFitException, CrossEntropyLossFlat,
-                               TrainEvalCallback)
+    does what fastai's DistributedTrainer does (fastai's own needs `accelerate` and CUDA: see test_distributed.py). The
+    models are built from different seeds on the two ranks, as they are when a script seeds nothing: DDP would copy
+    rank 0's weights at its wrap, and the callback does that first"""
+    from fastai.basics import Learner, Datasets, ItemGetter, Callback, CancelFitException, CrossEntropyLossFlat, TrainEvalCallback
     from lsuv_callback.callback import LSUVCallback
-    from lsuv_callback.core import unwrap
+    from lsuv_callback.units import unwrap
     from lsuv_callback.layers import cnn_07a
 
-    g = torch.Generator().manual_seed(200 + rank)  # each rank trains on its own shard
+    g = torch.Generator().manual_seed(300 + rank)  # each rank trains on its own shard
     n = 48
     x, y = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
     dsets = Datasets([(x[i], y[i]) for i in range(n)], tfms=[[ItemGetter(0)], [ItemGetter(1)]], splits=[range(32), range(32, n)])
@@ -92,7 +145,7 @@ def scenario_fastai(rank, tmp):
         def after_batch(self):
             if self.training: raise CancelFitException()
 
-    torch.manual_seed(0)
+    torch.manual_seed(rank)
     model = cnn_07a(nfs=(4, 8, 8), leak=0.1, sub=0.4, maxv=6.)
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), cbs=[LSUVCallback(show=False), AfterLSUV(), DDPWrap(), StopAfterOneBatch()])
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
@@ -100,14 +153,30 @@ def scenario_fastai(rank, tmp):
         learn.fit(1, 1e-2)
     save(tmp, 'fastai-step', rank, after=snapshot(unwrap(learn.model)))
 
+class FailsOnRank1(nn.Module):
+    "A layer that raises on rank 1 only, after the units before it have been corrected"
+    def forward(self, x):
+        if dist.get_rank() == 1: raise RuntimeError('injected on rank 1')
+        return x
+
+class SkipsOnRank1(nn.Module):
+    "Control flow that depends on the rank: rank 1 never calls the unit inside"
+    def __init__(self): super().__init__(); self.lin = nn.Linear(784, 16)
+    def forward(self, x): return x[:, :16] if dist.get_rank() == 1 else self.lin(x)
+
 def scenario_fault(rank, tmp):
-    "Rank 1's batch holds a NaN: LSUV fails there. Every rank must fail cleanly (and none may hang)"
-    from lsuv_testutils import course_cnn
-    torch.manual_seed(0)
-    model = course_cnn(nfs=(4, 8, 8))
+    "Failures on one rank: every rank must fail cleanly, with its model unchanged (and none may hang)"
     xb = batch(rank)
     if rank == 1: xb[0, 0, 0, 0] = float('nan')
-    run_lsuv(rank, tmp, 'fault', model, xb)
+    run_lsuv(rank, tmp, 'fault-nan', models('course'), xb)
+    run_lsuv(rank, tmp, 'fault-fsdp-nan', fully_sharded(models('course')), xb)
+    model = models('course')
+    model.insert(2, FailsOnRank1())
+    run_lsuv(rank, tmp, 'fault-raise', model, batch(rank))
+    run_lsuv(rank, tmp, 'fault-batch', models('course'), batch(rank)[:1 if rank == 1 else 16]) # one sample: refused on rank 1
+    run_lsuv(rank, tmp, 'fault-step', nn.Sequential(nn.Flatten(), SkipsOnRank1(), nn.Linear(16, 4)), batch(rank))
+    torch.manual_seed(rank) # weights that differ across ranks: the same corrections would keep them different
+    run_lsuv(rank, tmp, 'fault-weights', nn.Sequential(nn.Flatten(), nn.Linear(784, 8)), batch(rank))
 
 def worker(rank, world, tmp, scenarios, timeout_s):
     torch.set_num_threads(1)

@@ -1,27 +1,28 @@
-"""LSUV under torch.distributed: 2 CPU processes (gloo, file:// rendezvous), each rank with a different batch. After
-`lsuv_init` every parameter, buffer and float `sub` must agree across ranks to the bit, and be what a single process gets
-from rank 0's batch. Runs are bounded by a timeout, so a hang fails the test instead of blocking CI.
+"""LSUV under torch.distributed: 2 CPU processes (gloo, file:// rendezvous), each rank with a batch of its own (other
+samples from another distribution). `lsuv_init` sums every measurement's statistics over the ranks, so after it every
+rank has the same weights to the bit (with no broadcast), every unit meets its targets over the union of the ranks'
+batches, and the init is what one process makes of the two batches together. A failure on one rank fails every rank,
+with every model unchanged. Runs are bounded by a timeout, so a hang fails the test instead of blocking CI.
 
 fastai's own `learn.distrib_ctx()` cannot run here: `fastai.distributed` needs `accelerate` (not a dependency; without it
 the module does not even import: `NameError: Accelerator`), and its `DistributedDL` broadcasts with `.cuda()` (NCCL only).
 So the fastai test sets the process group up by hand and wraps the model in DDP at `DistributedTrainer`'s order."""
-import sys, time
+import math, sys, time
 from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_worker
 from lsuv_callback.core import lsuv_init
-from lsuv_testutils import model_state
+from lsuv_callback.fit import mean_var
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason='needs torch.distributed with gloo')
 WORLD = 2
 
-def spawn(tmp, scenarios, timeout_s=60, pg_timeout_s=30):
+def spawn(tmp, scenarios, timeout_s=90, pg_timeout_s=30):
     "Run `scenarios` on WORLD ranks; kill them and fail if they are not done in `timeout_s`"
     ctx = mp.start_processes(dist_worker.worker, args=(WORLD, str(tmp), scenarios, pg_timeout_s), nprocs=WORLD,
                              join=False, start_method='spawn')
@@ -35,6 +36,11 @@ def spawn(tmp, scenarios, timeout_s=60, pg_timeout_s=30):
     assert not crashes, '\n'.join(c.read_text() for c in crashes)
     return tmp
 
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "One spawn for every scenario (process start-up dominates the cost); the faults go last"
+    return spawn(tmp_path_factory.mktemp('dist'), ['plain', 'ddp', 'fsdp', 'fastai', 'fault'], timeout_s=150, pg_timeout_s=30)
+
 def load(tmp, name): return [torch.load(tmp/f'{name}-{r}.pt', weights_only=False) for r in range(WORLD)]
 
 def differences(a, b):
@@ -42,35 +48,51 @@ def differences(a, b):
     out = [k for k in a['state'] if not torch.equal(a['state'][k], b['state'][k])]
     return out + [f'{n}.{k}' for (n, k), v in a['floats'].items() if b['floats'][(n, k)] != v]
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    "One spawn for every scenario (process start-up dominates the cost); the fault scenario goes last"
-    return spawn(tmp_path_factory.mktemp('dist'), ['core', 'ddp', 'fastai', 'fault'], timeout_s=60, pg_timeout_s=20)
+def assert_ranks_agree(rs):
+    assert [r['outcome'] for r in rs] == ['ok'] * WORLD, [r['outcome'] for r in rs]
+    assert not torch.equal(rs[0]['xb'], rs[1]['xb']), 'the ranks must have had different batches'
+    assert differences(rs[0]['before'], rs[0]['after']), 'LSUV changed nothing'
+    assert not differences(rs[0]['after'], rs[1]['after']), 'ranks disagree after LSUV'
 
-def single_process(name, xb, **kwargs):
-    model = dist_worker.models()['course' if name == 'ortho' else name]
-    if name == 'ortho': torch.manual_seed(1000)
-    lsuv_init(model, xb, **kwargs)
-    sd, floats = model_state(model)
-    return dict(state=sd, floats=floats)
+def assert_targets_met_over_every_batch(rs, tol=1e-3):
+    "Each unit's statistics in a fresh pass, summed over the ranks' batches, meet the targets the report says it met"
+    report = rs[0]['report']
+    for u in report.units:
+        n, s1, s2 = (sum(r['sums'][u.name][i] for r in rs) for i in range(3))
+        mean, var = mean_var(n, s1, s2)
+        assert abs(math.sqrt(var) - 1) <= tol and (not u.mean_adjusted or abs(mean) <= tol), (u.name, mean, math.sqrt(var))
 
-@pytest.mark.parametrize('name', ['course', 'bn', 'ortho'])
-def test_ranks_agree_to_the_bit(runs, name):
-    r0, r1 = load(runs, name)
-    assert r0['outcome'] == r1['outcome'] == 'ok', (r0['outcome'], r1['outcome'])
-    assert r0['checksum'] != r1['checksum'], 'the ranks must have had different batches'
-    assert differences(r0['before'], r0['after']), 'LSUV changed nothing'
-    assert not differences(r0['after'], r1['after']), 'ranks disagree after LSUV'
-    if name == 'course': assert any('sub' in k for _, k in r1['after']['floats']), 'the float subs were compared'
-    if name == 'bn': assert any('running_var' in k for k in r1['after']['state'])
-    # ... and what they agree on is rank 0's init: what one process makes of rank 0's batch
-    ref = single_process(name, dist_worker.batch(0), **(dict(orthonormal=True) if name == 'ortho' else {}))
-    assert not differences(ref, r1['after']), "the ranks' init is not rank 0's"
+def single_process(name, rs, **kwargs):
+    "What one process makes of the ranks' batches together"
+    model = dist_worker.models(name)
+    lsuv_init(model, torch.cat([r['xb'] for r in rs]), **kwargs)
+    return dist_worker.snapshot(model)
 
-def test_every_rank_gets_rank0s_report(runs):
-    r0, r1 = load(runs, 'bn')
-    assert r1['report'].batch == r0['report'].batch and r0['report'].batch['checksum'] == pytest.approx(r0['checksum'])
-    assert [u.std_after for u in r1['report'].units] == [u.std_after for u in r0['report'].units]
+def assert_close(a, b, rtol=1e-4):
+    for k in a['state']:
+        x, y = a['state'][k], b['state'][k]
+        assert torch.allclose(x.double(), y.double(), rtol=rtol, atol=rtol * float(y.abs().max())), k
+    for key, v in a['floats'].items(): assert v == pytest.approx(b['floats'][key], rel=rtol), key
+
+@pytest.mark.parametrize('name', ['course', 'bn', 'transformer', 'ortho'])
+def test_ranks_agree_to_the_bit_and_meet_the_targets_over_every_batch(runs, name):
+    rs = load(runs, name)
+    assert_ranks_agree(rs)
+    assert_targets_met_over_every_batch(rs)
+    assert rs[0]['report'].world_size == WORLD and rs[0]['report'].ok
+    if name == 'course': assert any('sub' in k for _, k in rs[1]['after']['floats']), 'the float subs were compared'
+    if name == 'bn': assert any('running_var' in k for k in rs[1]['after']['state'])
+
+@pytest.mark.parametrize('name', ['course', 'transformer'])
+def test_the_init_is_what_one_process_makes_of_both_batches(runs, name):
+    "Without batch norms (which normalise each rank's batch on its own), the ranks' init equals the single-process one"
+    rs = load(runs, name)
+    assert_close(rs[0]['after'], single_process(name, rs))
+
+def test_every_rank_reports_the_same_statistics(runs):
+    r0, r1 = (r['report'] for r in load(runs, 'bn'))
+    assert [(u.mean_after, u.std_after, u.iters) for u in r0.units] == [(u.mean_after, u.std_after, u.iters) for u in r1.units]
+    assert r0.to_df(hist=True).hist_after.tolist() == r1.to_df(hist=True).hist_after.tolist(), 'telemetry is summed too'
 
 def test_buffers_unchanged_on_every_rank(runs):
     for r in load(runs, 'bn'):
@@ -78,29 +100,41 @@ def test_buffers_unchanged_on_every_rank(runs):
         assert bufs and all(torch.equal(r['before']['state'][k], r['after']['state'][k]) for k in bufs)
 
 def test_ddp_wrapped_model_agrees_and_trains(runs):
-    r0, r1 = load(runs, 'ddp')
-    assert r0['outcome'] == r1['outcome'] == 'ok', (r0['outcome'], r1['outcome'])
-    assert differences(r0['before'], r0['after']) and not differences(r0['after'], r1['after'])
+    rs = load(runs, 'ddp')
+    assert_ranks_agree(rs)
+    assert_targets_met_over_every_batch(rs)
     s0, s1 = load(runs, 'ddp-step')
     # running statistics are per rank in DDP (synced from rank 0 at the next forward); parameters must agree
     assert not [k for k in differences(s0['after'], s1['after']) if 'running' not in k], 'a DDP step left the ranks out of sync'
 
+@pytest.mark.parametrize('name', ['course', 'transformer', 'deep', 'ortho'])
+def test_fsdp_sharded_models_agree_and_meet_the_targets(runs, name):
+    rs = load(runs, f'fsdp-{name}')
+    assert_ranks_agree(rs)
+    assert_targets_met_over_every_batch(rs)
+    if name == 'deep': assert {u.recompute for u in rs[0]['report'].units} == {'rerun', 'replay'}, 'units re-run under FSDP too'
+    if name != 'ortho': assert_close(rs[0]['after'], single_process(name, rs))
+    else: assert_close(rs[0]['after'], load(runs, 'ortho')[0]['after']), 'sharded, the orthonormal init is the unsharded one'
+
 def test_fastai_callback_agrees_across_ranks(runs):
     r0, r1 = load(runs, 'fastai')
-    assert r0['report'] is not None and r0['report'].ok
-    assert r1['report'].batch == r0['report'].batch, 'every rank logs rank 0 report'
+    assert r0['report'] is not None and r0['report'].ok and r0['report'].world_size == WORLD
     assert not differences(r0['after'], r1['after']), 'ranks disagree right after LSUVCallback (before DDP syncs them)'
     s0, s1 = load(runs, 'fastai-step')
     assert not [k for k in differences(s0['after'], s1['after']) if 'running' not in k]
     assert differences(r0['after'], s0['after']), 'the fit did train a step'
 
-def test_failure_on_one_rank_fails_every_rank_cleanly(runs):
-    """Rank 1's batch holds a NaN. Rank 1 raises LSUVError; rank 0 must not hang in the broadcast waiting for it, nor
-    carry on with weights no other rank has: every rank should raise LSUVError with its model unchanged."""
-    files = [runs/f'fault-{r}.pt' for r in range(WORLD)]
+@pytest.mark.parametrize('name,says', [('nan', 'non-finite activations on rank 1'), ('fsdp-nan', 'non-finite activations on rank 1'),
+                                       ('raise', 'rank 1: LSUV: the model'), ('batch', 'rank 1: LSUV: the batch has 1 sample'),
+                                       ('step', 'different orders or numbers'), ('weights', 'weights differ across ranks')])
+def test_a_failure_on_one_rank_fails_every_rank_cleanly(runs, name, says):
+    """Rank 1 fails (a NaN in its batch, an exception in its forward, a batch of one, a unit it never calls, weights of
+    its own): no rank may hang or carry on with weights the other has not; every rank raises the same LSUVError, which
+    says why, with its model unchanged"""
+    files = [runs/f'fault-{name}-{r}.pt' for r in range(WORLD)]
     assert all(f.exists() for f in files), 'a rank died or hung inside lsuv_init'
-    rs = load(runs, 'fault')
-    assert rs[1]['outcome'].startswith('LSUVError') and 'non-finite' in rs[1]['outcome']
+    rs = load(runs, f'fault-{name}')
     for rank, r in enumerate(rs):
-        assert r['outcome'].startswith('LSUVError'), f'rank {rank}: {r["outcome"]}'
+        assert r['outcome'].startswith('LSUVError') and says in r['outcome'], f'rank {rank}: {r["outcome"]}'
         assert not differences(r['before'], r['after']), f'rank {rank} was left changed'
+    assert rs[0]['outcome'] == rs[1]['outcome']

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""What LSUV's collectives cost: `lsuv_init` on one process against two (gloo, CPU), each rank with its own batch.
+
+fpe = LSUV time / one plain no_grad forward pass, both measured on the same process in one run (median of `--repeats`),
+so the ratio holds across machines. With two ranks every measurement is one small all-reduce; the difference between the
+two fpe figures is what those all-reduces cost (plus the ranks waiting for each other). Also reports how many messages a
+run sent and what one all-reduce of that size costs alone.
+
+Run: python bench/distributed.py [--models plain30,transformer] [--repeats 5] [--out bench/results]
+"""
+from __future__ import annotations
+import argparse, copy, json, os, statistics, sys, tempfile, time, warnings
+from datetime import timedelta
+from pathlib import Path
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from lsuv_callback.core import lsuv_init
+from lsuv_callback.layers import ConvLayer
+from lsuv_callback.distributed import Ranks
+
+class Block(nn.Module):
+    "A transformer block: attention from Linears, LayerNorm, GELU MLP"
+    def __init__(self, d=64, h=4):
+        super().__init__()
+        self.h, self.ln1, self.ln2 = h, nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.o = nn.Linear(d, 3*d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4*d), nn.GELU(), nn.Linear(4*d, d))
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.h, -1).permute(2, 0, 3, 1, 4)
+        x = x + self.o(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.ln2(x))
+
+def build(name):
+    "The model and a batch maker `(rank) -> batch` of one benchmark"
+    torch.manual_seed(0)
+    if name == 'plain30':
+        act = dict(leak=0.1, sub=0.4, maxv=6.)
+        model = nn.Sequential(ConvLayer(3, 32, stride=1, **act), *[ConvLayer(32, 32, stride=1, **act) for _ in range(29)],
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        return model, lambda r: torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(r))
+    if name == 'transformer':
+        model = nn.Sequential(nn.Linear(64, 64), *[Block() for _ in range(4)], nn.Linear(64, 10))
+        return model, lambda r: torch.randn(16, 64, 64, generator=torch.Generator().manual_seed(r))
+    raise KeyError(name)
+
+def measure(name, rank, repeats):
+    "Median forward time, median LSUV time, and the messages one LSUV run sends, on this process"
+    model0, batch = build(name)
+    xb = batch(rank)
+    with torch.no_grad(): model0(xb)
+    fwd, lsuv, sent = [], [], Counter()
+    for _ in range(repeats):
+        model = copy.deepcopy(model0)
+        if dist.is_initialized(): dist.barrier()
+        t = time.perf_counter()
+        with torch.no_grad(): model(xb)
+        fwd.append(time.perf_counter() - t)
+        if dist.is_initialized(): dist.barrier()
+        with sent, warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            t = time.perf_counter()
+            lsuv_init(model, xb, telemetry=False)
+            lsuv.append(time.perf_counter() - t)
+    return dict(fwd=statistics.median(fwd), lsuv=statistics.median(lsuv), messages=sent.count // repeats)
+
+class Counter:
+    "Counts the messages `Ranks` sends while it is entered"
+    def __init__(self): self.count = 0
+    def __enter__(self):
+        self.orig = Ranks._send
+        def send(ranks, msg):
+            self.count += 1
+            return self.orig(ranks, msg)
+        Ranks._send = send
+    def __exit__(self, *exc): Ranks._send = self.orig
+
+def one_message_cost(repeats=200):
+    "Median time of one all-reduce of a message's size (a tag, two codes, four values)"
+    ts = []
+    for _ in range(repeats):
+        msg = torch.zeros(8, dtype=torch.float64)
+        t = time.perf_counter()
+        dist.all_reduce(msg)
+        msg.tolist()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+def worker(rank, world, tmp, names, repeats):
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{tmp}/pg', rank=rank, world_size=world, timeout=timedelta(seconds=120))
+    try:
+        res = {n: measure(n, rank, repeats) for n in names}
+        res['_message'] = one_message_cost()
+        torch.save(res, Path(tmp)/f'rank{rank}.pt')
+    finally: dist.destroy_process_group()
+
+def two_ranks(names, repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(worker, args=(2, tmp, names, repeats), nprocs=2, start_method='spawn')
+        return [torch.load(Path(tmp)/f'rank{r}.pt') for r in range(2)]
+
+def table(one, two, names) -> str:
+    rows = ['| model | 1 rank: fwd (ms) | LSUV (ms) | fpe | 2 ranks: fwd (ms) | LSUV (ms) | fpe | messages per run | ratio |',
+            '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for n in names:
+        a, b = one[n], two[0][n]
+        fa, fb = a['lsuv'] / a['fwd'], b['lsuv'] / b['fwd']
+        rows.append(f"| {n} | {a['fwd']*1e3:.1f} | {a['lsuv']*1e3:.1f} | {fa:.2f} | {b['fwd']*1e3:.1f} | {b['lsuv']*1e3:.1f} | "
+                    f"{fb:.2f} | {b['messages']} | {fb/fa:.2f} |")
+    return '\n'.join(rows)
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--models', default='plain30,transformer')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--out', default=None, help='folder to write distributed-cpu.md to')
+    args = p.parse_args(argv)
+    names = args.models.split(',')
+    torch.set_num_threads(1)
+    one = {n: measure(n, 0, args.repeats) for n in names}
+    two = two_ranks(names, args.repeats)
+    text = (f"# LSUV on 1 rank and on 2 (gloo, CPU)\n\n- command: `python bench/distributed.py --models {args.models} "
+            f"--repeats {args.repeats}`\n- torch {torch.__version__}, {os.cpu_count()} cores, 1 thread per rank, each rank its own batch\n\n"
+            f"{table(one, two, names)}\n\nOne all-reduce of a message alone: {two[0]['_message']*1e6:.0f} us (median).\n")
+    print(text)
+    if args.out: (Path(args.out)/'distributed-cpu.md').write_text(text)
+
+if __name__ == '__main__': main()
