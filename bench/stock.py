@@ -1,53 +1,60 @@
 #!/usr/bin/env python
 """LSUV on the stock models people bring: torchvision, timm and Hugging Face transformers models built from their configs
-(random init, no download), each at a small batch on one device.
+(random init, nothing downloaded), each at batch 8, default `lsuv_init` settings, on one device.
 
-For each model this measures, in one run:
-- `fpe`: `lsuv_init` time over one plain forward pass of the same model in the mode LSUV measures in (median of
-  `--repeats`, interleaved so both see the same load);
+For each model this measures, in one run, with the main bench's helpers (bench.py):
+- `fpe`: `lsuv_init` time over one plain `torch.no_grad()` forward of the model as built (median of `--repeats` runs
+  interleaved with the forwards, so both see the same load);
 - units found, converged, and the distinct `LSUVWarning`s it gave;
 - `worst err`: the worst |std-1| (and |mean| where the unit's mean is adjusted) over the converged units, in a FRESH
-  forward pass with the final weights, in LSUV's measuring mode;
-- `repeatable`: two runs on copies of the model, without seeding, give bit-identical weights.
+  forward pass with the final weights, in LSUV's measuring mode (`unit_stats`);
+- `repeatable`: the runs, on copies of the same model without reseeding, give bit-identical weights.
 
-Writes `stock-<device>.md` and `.json` to `--out`. Run: python bench/stock.py [--device cpu] [--models a,b] [--out DIR]
+Writes `stock-<device>.md` and `.json` to `--out` (default bench/results), with a header saying how it was run.
+Run: python bench/stock.py [--device cpu] [--models a,b | all] [--out DIR]
 """
 from __future__ import annotations
-import argparse, copy, json, statistics, sys, time, warnings
+import argparse, json, statistics, sys, time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import timed, call, machine_info
-from lsuv_callback.core import lsuv_init, unit_stats, measuring_mode, LSUVWarning
+from zoo import torchvision_model
+from timing import interleaved, machine_info
+from methods import run_ours
+from precision import precision
+from render import header, table
+
+BATCH, PX, TOKENS = 8, 64, 32
 
 
-def tv(name, px=64, **kw):
-    def build():
-        import torchvision
-        return getattr(torchvision.models, name)(weights=None, **kw), torch.randn(8, 3, px, px)
-    return build
+def images(px=PX): return torch.randn(BATCH, 3, px, px)
 
-def timm_model(name, px=64, **kw):
+
+def tv(name, px=PX, **kwargs):
+    return lambda: (torchvision_model(name, **kwargs)(), images(px))
+
+
+def timm_model(name, px=PX, **kwargs):
     def build():
         import timm
-        return timm.create_model(name, pretrained=False, **kw), torch.randn(8, 3, px, px)
+        return timm.create_model(name, pretrained=False, **kwargs), images(px)
     return build
 
-def tokens(vocab=1000, n=8, seq=32): return torch.randint(0, vocab, (n, seq), generator=torch.Generator().manual_seed(0))
 
-def hf(config, model, inputs='ids', **kw):
+def hf(config, model, inputs='ids', **kwargs):
     def build():
         import transformers
-        cfg = getattr(transformers, config)(**kw)
-        m = getattr(transformers, model)(cfg)
-        if inputs == 'ids': return m, dict(input_ids=tokens(cfg.vocab_size))
-        return m, dict(pixel_values=torch.randn(8, 3, cfg.image_size, cfg.image_size))
+        cfg = getattr(transformers, config)(**kwargs)
+        if inputs == 'pixels': return getattr(transformers, model)(cfg), dict(pixel_values=images(cfg.image_size))
+        ids = torch.randint(0, cfg.vocab_size, (BATCH, TOKENS), generator=torch.Generator().manual_seed(0))
+        return getattr(transformers, model)(cfg), dict(input_ids=ids)
     return build
 
+
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
+GPT2 = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=64, bos_token_id=0, eos_token_id=0)
 ZOO = {
     'tv/resnet18': tv('resnet18'),
     'tv/vgg11_bn': tv('vgg11_bn'),
@@ -66,10 +73,8 @@ ZOO = {
     'timm/mobilevit_xxs': timm_model('mobilevit_xxs'),
     'timm/vit_tiny_patch16_224': timm_model('vit_tiny_patch16_224', px=224),
     'hf/bert': hf('BertConfig', 'BertModel', **TINY),
-    'hf/gpt2': hf('GPT2Config', 'GPT2Model', n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=64,
-                  bos_token_id=0, eos_token_id=0),
-    'hf/gpt2-cls': hf('GPT2Config', 'GPT2ForSequenceClassification', n_embd=64, n_layer=2, n_head=4, vocab_size=1000,
-                      n_positions=64, bos_token_id=0, eos_token_id=0, pad_token_id=0),
+    'hf/gpt2': hf('GPT2Config', 'GPT2Model', **GPT2),
+    'hf/gpt2-cls': hf('GPT2Config', 'GPT2ForSequenceClassification', **GPT2, pad_token_id=0),
     'hf/t5-encoder': hf('T5Config', 'T5EncoderModel', d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4,
                         vocab_size=1000),
     'hf/distilbert': hf('DistilBertConfig', 'DistilBertModel', dim=64, n_layers=2, n_heads=4, hidden_dim=128,
@@ -77,74 +82,57 @@ ZOO = {
     'hf/llama': hf('LlamaConfig', 'LlamaModel', **TINY, num_key_value_heads=2, max_position_embeddings=64),
     'hf/vit': hf('ViTConfig', 'ViTModel', inputs='pixels', **{**TINY, 'image_size': 32, 'patch_size': 8}),
 }
+SLOW = ('tv/vit_b_16',)  # a minute on its own on 2 CPU cores: only with `--models all` or by name
+LIBS = {'tv': 'torchvision', 'timm': 'timm', 'hf': 'transformers'}
 
 
-def worst_error(report, model, xb):
-    "Worst |std-1| (and |mean| where adjusted) over the converged units, in a fresh pass in LSUV's measuring mode"
-    fresh = {n: (m, s) for n, m, s in unit_stats(model, xb)}
-    errs = [max(abs(fresh[u.name][1] - report.target_std), abs(fresh[u.name][0] - report.target_mean) if u.mean_adjusted else 0.)
-            for u in report.units if u.converged and u.name in fresh]
-    return max(errs, default=0.)
-
-
-def forward_time(model, xb, device):
-    with torch.no_grad(), measuring_mode(model): return timed(lambda: call(model, xb), device)[0]
-
-
-def bench_one(name, build, device, repeats):
+def bench_one(name:str, build, device, repeats:int) -> dict:
+    "fpe, units, warnings, fresh-pass worst error and repeatability of `lsuv_init` on one stock model"
     torch.manual_seed(0)
     model, xb = build()
     model = model.to(device)
     xb = {k: v.to(device) for k, v in xb.items()} if isinstance(xb, dict) else xb.to(device)
-    copies = [copy.deepcopy(model) for _ in range(repeats)]  # before any forward: BatchNorm updates its running stats
-    forward_time(model, xb, device)  # warm-up
-    fwd, ours, runs = [], [], []
-    for m in copies:
-        fwd.append(forward_time(model, xb, device))
-        with warnings.catch_warnings(record=True) as ws:
-            warnings.simplefilter('always')
-            t, report = timed(lambda: lsuv_init(m, xb), device)
-        ours.append(t)
-        runs.append((m, report, sorted({str(w.message) for w in ws if issubclass(w.category, LSUVWarning)})))
-    m, report, warns = runs[0]
-    repeatable = all(torch.equal(p, q) for r in runs[1:] for p, q in zip(m.state_dict().values(), r[0].state_dict().values()))
-    return dict(model=name, params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-                fpe=statistics.median(ours) / statistics.median(fwd), fwd_s=statistics.median(fwd),
-                units=len(report.units), converged=sum(u.converged for u in report.units),
-                warnings=warns, worst_err=worst_error(report, m, xb), repeatable=repeatable,
-                tol=(report.mean_tol, report.std_tol))
+    fwd, runs = interleaved(model, xb, {'ours': lambda m: run_ours(m, xb)}, device, repeats)
+    (_, m, first), *rest = runs['ours']
+    report = first['report']
+    converged = {u.name: bool(u.mean_adjusted) for u in report.units if u.converged}
+    states = [r[1].state_dict() for r in rest]
+    return dict(model=name, params_m=sum(p.numel() for p in model.parameters()) / 1e6, fwd_s=statistics.median(fwd),
+                fpe=statistics.median(t for t, _, _ in runs['ours']) / statistics.median(fwd),
+                units=len(report.units), converged=len(converged), warnings=sorted(set(first['warnings'])),
+                worst_err=precision(m, xb, converged, 1e-3)['worst_err'],
+                repeatable=all(torch.equal(p, s[k]) for s in states for k, p in m.state_dict().items()))
 
 
-def table(rows, info):
-    L = [f"# LSUV on stock models ({info['device']}, torch {info['torch']}, {info.get('gpu', info['cpu'])})", '',
-         'Random init from configs, batch 8 (64 px images; 224 px for the ViTs; 32 tokens), default settings.', '',
-         '| model | params (M) | fpe | units | converged | warnings | fresh-pass worst err | repeatable |',
-         '|---|---:|---:|---:|---:|---:|---:|---|']
-    for r in rows:
-        if 'error' in r:
-            L.append(f"| {r['model']} | | | | | | error: {r['error']} | |")
-            continue
-        L.append(f"| {r['model']} | {r['params_m']:.1f} | {r['fpe']:.2f} | {r['units']} | {r['converged']} | "
-                 f"{len(r['warnings'])} | {r['worst_err']:.1e} | {'yes' if r['repeatable'] else 'NO'} |")
-    warned = [(r['model'], w) for r in rows for w in r.get('warnings', [])]
-    if warned: L += ['', '## Warnings', ''] + [f'- {m}: {w}' for m, w in warned]
-    return '\n'.join(L) + '\n'
+def render(rows:list, info:dict, args) -> str:
+    notes = [f'random init from configs (nothing downloaded), batch {BATCH}: images {PX} px (224 px for the ViTs), '
+             f'token models {TOKENS} tokens; `lsuv_init(model, xb)` with its default settings',
+             f'fpe = median lsuv_init time / median plain `torch.no_grad()` forward of the model as built (train mode), '
+             f'{args.repeats} runs interleaved with forwards; worst err: fresh pass in LSUV\'s measuring mode (`unit_stats`), '
+             f'converged units; repeatable: the {args.repeats} runs give bit-identical weights']
+    head = ['model', 'params (M)', 'fwd (ms)', 'fpe', 'units', 'converged', 'warnings', 'fresh-pass worst err', 'repeatable']
+    cells = [[r['model'], '', '', '', '', '', '', f"error: {r['error']}", ''] if 'error' in r else
+             [r['model'], f"{r['params_m']:.1f}", f"{r['fwd_s']*1e3:.1f}", f"{r['fpe']:.2f}", r['units'], r['converged'],
+              len(r['warnings']), f"{r['worst_err']:.1e}", 'yes' if r['repeatable'] else 'NO'] for r in rows]
+    warned = [f'- {r["model"]}: {w}' for r in rows for w in r.get('warnings', [])]
+    L = header(f"LSUV on stock models ({info['device']})", info, notes) + table(head, 'lrrrrrrrl', cells)
+    return '\n'.join(L + (['', '## Warnings', ''] + warned if warned else [])) + '\n'
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu')
-    p.add_argument('--models', default=None, help=f'comma list (default: all): {",".join(ZOO)}')
+    p.add_argument('--models', default=None, help=f'comma list, or "all" (default: all but {", ".join(SLOW)}): {",".join(ZOO)}')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--out', default=str(Path(__file__).parent / 'results'))
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == 'cpu': torch.set_num_threads(args.threads)
-    names = args.models.split(',') if args.models else list(ZOO)
+    names = [n for n in ZOO if n not in SLOW] if args.models is None else list(ZOO) if args.models == 'all' else args.models.split(',')
     unknown = [n for n in names if n not in ZOO]
     if unknown: sys.exit(f'stock: unknown models {unknown}; choose from {list(ZOO)}')
-    info, rows = machine_info(device), []
+    info, rows = machine_info(device, libs=[LIBS[lib] for lib in dict.fromkeys(n.split('/')[0] for n in names)]), []
     for n in names:
         t = time.perf_counter()
         try: r = bench_one(n, ZOO[n], device, args.repeats)
@@ -152,8 +140,7 @@ def main(argv=None):
         rows.append(r)
         print(f'{n}: {time.perf_counter() - t:.1f}s', {k: v for k, v in r.items() if k != 'warnings'},
               f"{len(r.get('warnings', []))} warnings", flush=True)
-    md = table(rows, info)
-    out = Path(args.out)
+    md, out = render(rows, info, args), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f'stock-{device.type}.md').write_text(md)
     (out / f'stock-{device.type}.json').write_text(json.dumps(dict(machine=info, models=rows), indent=1, default=str))

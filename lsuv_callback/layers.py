@@ -1,4 +1,4 @@
-"""`GeneralRelu` and the 07a `ConvLayer`, the building blocks of fastai course-v3 lesson 10, so course users can run LSUV on the same models.
+"""`GeneralRelu` and the 07a `ConvLayer`, the building blocks of fastai course-v3 lesson 10, so course users can run LSUV on the same models; the course's own classes and its LSUV loop, as references.
 
 Docs: https://lsuv-callback.github.io/lsuv_callback/layers.html.md"""
 
@@ -6,13 +6,15 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/layers.html.md"""
 
 # %% ../nbs/03_layers.ipynb #01122709
 from __future__ import annotations
+import math
 from collections import OrderedDict
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['GeneralRelu', 'ConvLayer', 'View', 'cnn_07a']
+__all__ = ['GeneralRelu', 'ConvLayer', 'View', 'cnn_07a', 'CourseGeneralRelu', 'CourseConvLayer', 'find_modules', 'course_knobs',
+           'lsuv_module', 'lsuv_07a']
 
 # %% ../nbs/03_layers.ipynb #a0c50898
 class GeneralRelu(nn.Module):
@@ -62,3 +64,90 @@ def cnn_07a(nfs=(8,16,32,64,64), c_in:int=1, n_out:int=10, flat_input:bool=False
     convs = [layer(nfs[i], nfs[i+1], 5 if i==0 else 3, **kwargs) for i in range(len(nfs)-1)]
     head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(nfs[-1], n_out)]
     return nn.Sequential(*([View(c_in, 28, 28)] if flat_input else []), *convs, *head)
+
+# %% ../nbs/03_layers.ipynb #6b70cb39
+class CourseGeneralRelu(nn.Module):
+    def __init__(self, leak=None, sub=None, maxv=None):
+        super().__init__()
+        self.leak,self.sub,self.maxv = leak,sub,maxv
+
+    def forward(self, x):
+        x = F.leaky_relu(x,self.leak) if self.leak is not None else F.relu(x)
+        if self.sub is not None: x.sub_(self.sub)
+        if self.maxv is not None: x.clamp_max_(self.maxv)
+        return x
+
+# %% ../nbs/03_layers.ipynb #f9544947
+class CourseConvLayer(nn.Module):
+    def __init__(self, ni, nf, ks=3, stride=2, sub=0., **kwargs):
+        super().__init__()
+        self.conv = nn.Conv2d(ni, nf, ks, padding=ks//2, stride=stride, bias=True)
+        self.relu = CourseGeneralRelu(sub=sub, **kwargs)
+
+    def forward(self, x): return self.relu(self.conv(x))
+
+    @property
+    def bias(self): return -self.relu.sub
+    @bias.setter
+    def bias(self,v): self.relu.sub = -v
+    @property
+    def weight(self): return self.conv.weight
+
+# %% ../nbs/03_layers.ipynb #7363f421
+def find_modules(m, cond):
+    "`m`'s modules for which `cond` holds, outermost first (not searched inside): the course's `find_modules`"
+    if cond(m): return [m]
+    return sum([find_modules(o,cond) for o in m.children()], [])
+
+def course_knobs(m):
+    "07a's knobs: `m.weight`, divided by the std, and `m.bias`, lowered by the mean (a `ConvLayer`'s bias is its `-sub`)"
+    def shift(mean): m.bias -= mean
+    return m.weight, shift
+
+# %% ../nbs/03_layers.ipynb #46541078
+def lsuv_module(model, m, xb, tol=1e-3, max_iter=50, order='course', knobs=course_knobs, rec=None):
+    "07a's `lsuv_module`: shift `m`'s output to mean 0, then scale it to std 1, checking each with a forward of `model`"
+    weight, shift = knobs(m)
+    rec = {} if rec is None else rec
+    rec.update(forwards=0, mean_steps=0, std_steps=0, capped=[], called=True)
+    h = {}
+    def append_stat(mod, inp, outp):
+        d = (outp[0] if isinstance(outp, (tuple, list)) else outp).data
+        h['mean'], h['std'] = d.mean().item(), d.std().item()
+    def forward():
+        "07a's `mdl(xb) is not None`: one full forward; false when it did not call `m`"
+        h.clear(); model(xb)
+        rec['forwards'] += 1; rec['called'] = bool(h)
+        return rec['called']
+    def capped(stat, usable):
+        "Count one adjustment of `stat`, unless it is past `max_iter` or the value is unusable: then note the loop as capped"
+        if usable and rec[f'{stat}_steps'] < max_iter: rec[f'{stat}_steps'] += 1; return False
+        rec['capped'].append(stat); return True
+    def mean_loop():
+        while shift is not None and forward() and abs(h['mean']) > tol:
+            if capped('mean', math.isfinite(h['mean'])): return
+            shift(h['mean'])
+    def std_loop():
+        while weight is not None and forward() and abs(h['std']-1) > tol:
+            if capped('std', 0 < h['std'] < math.inf): return
+            weight.data /= h['std']
+    hook = m.register_forward_hook(append_stat)
+    try:
+        for loop in ((mean_loop, std_loop) if order == 'course' else (std_loop, mean_loop)): loop()
+    finally: hook.remove()
+    rec.update(mean=h.get('mean'), std=h.get('std'))
+    return h.get('mean'), h.get('std')
+
+# %% ../nbs/03_layers.ipynb #82826654
+def lsuv_07a(model, xb, mods=None, tol=1e-3, max_iter=50, order='course', knobs=course_knobs, recs=None) -> list:
+    "fastai course-v3 07a LSUV: `lsuv_module` on each of `mods` (default: the `ConvLayer`s) in turn; a record per unit"
+    if mods is None: mods = find_modules(model, lambda o: isinstance(o, (ConvLayer, CourseConvLayer)))
+    names = {id(m): n for n, m in model.named_modules()}
+    recs = [] if recs is None else recs
+    with torch.no_grad():
+        for m in mods:
+            rec = dict(name=names.get(id(m)), done=False)
+            recs.append(rec)
+            lsuv_module(model, m, xb, tol, max_iter, order, knobs, rec)
+            rec['done'] = True
+    return recs

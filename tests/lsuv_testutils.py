@@ -1,36 +1,16 @@
-"Shared helpers for the robustness, distributed and property tests: course-style layers and model-state snapshots."
+"""Shared helpers for the robustness, distributed and property tests: the course's own layers (from
+`lsuv_callback.layers`, re-exported here) in a small CNN, and model-state snapshots."""
 import copy, math, warnings
 import torch
 from torch import nn
-import torch.nn.functional as F
 from lsuv_callback.core import lsuv_init, LSUVWarning
-
-class CourseGeneralRelu(nn.Module):
-    "fastai course-v3's own GeneralRelu: `sub` and `maxv` are plain floats and the ops are in place"
-    def __init__(self, leak=None, sub=None, maxv=None):
-        super().__init__()
-        self.leak, self.sub, self.maxv = leak, sub, maxv
-    def forward(self, x):
-        x = F.leaky_relu(x, self.leak) if self.leak is not None else F.relu(x)
-        if self.sub is not None: x.sub_(self.sub)
-        if self.maxv is not None: x.clamp_max_(self.maxv)
-        return x
-
-class CourseConvLayer(nn.Module):
-    "fastai course-v3 07a ConvLayer built on the course's float-`sub` GeneralRelu"
-    def __init__(self, ni, nf, ks=3, stride=2, sub=0., **kwargs):
-        super().__init__()
-        self.conv = nn.Conv2d(ni, nf, ks, padding=ks//2, stride=stride, bias=True)
-        self.relu = CourseGeneralRelu(sub=sub, **kwargs)
-    def forward(self, x): return self.relu(self.conv(x))
+from lsuv_callback.layers import CourseGeneralRelu, CourseConvLayer, cnn_07a
 
 def course_cnn(nfs=(4, 8, 8), c_in=1, n_out=3, extra=None, **kwargs):
-    "A small 07a-style CNN of `CourseConvLayer`s; `extra` (a module) is inserted after the second layer"
-    nfs = [c_in, *nfs]
-    layers = [CourseConvLayer(nfs[i], nfs[i+1], 5 if i == 0 else 3, leak=0.1, sub=0.4, maxv=6., **kwargs)
-              for i in range(len(nfs)-1)]
-    if extra is not None: layers.insert(2, extra)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(nfs[-1], n_out))
+    "A small 07a CNN of the course's own `CourseConvLayer`s; `extra` (a module) is inserted after the second layer"
+    model = cnn_07a(nfs, c_in, n_out, layer=CourseConvLayer, leak=0.1, sub=0.4, maxv=6., **kwargs)
+    if extra is not None: model.insert(2, extra)
+    return model
 
 def model_state(model):
     "Everything LSUV may touch: a copy of the state dict plus every float attribute of every module (course `sub`s)"

@@ -1,5 +1,6 @@
-"""The benchmark's quick mode runs end to end and holds our precision bound on every unit. Its costs (fpe) are reported in
-the Targets table and never asserted: on a shared 2-core machine a timing bound fails good changes at random."""
+"""The benchmark's quick mode runs end to end, every section (zoo, depth sweep, thread counts, memory), and holds our
+precision bound on every unit. Its costs (fpe, memory ratios) are reported in the Targets table and never asserted: on a
+shared 2-core machine a timing bound fails good changes at random."""
 import subprocess, sys
 from pathlib import Path
 
@@ -13,4 +14,6 @@ def test_bench_quick(tmp_path):
     assert md.exists(), list(tmp_path.iterdir())
     text = md.read_text()
     assert '| model |' in text and 'plain50' in text and '## Targets' in text
+    for section in ('## Cost vs depth', '## Cost at each torch thread count', '## Peak memory'): assert section in text
+    assert 'deep30-course' in text and 'BENCH CHECK FAILED' not in r.stdout
     assert (tmp_path/'results-cpu-quick.json').exists() and (tmp_path/'depth-cpu-quick.png').exists()
