@@ -65,8 +65,11 @@ def unit_sums(model, xb):
     from lsuv_callback.fit import measuring_mode, moments
     from lsuv_callback.single_pass import kept_buffers
     out, hooks = {}, []
-    for u in find_units(model):
-        hooks.append(u.module.register_forward_hook(lambda m, i, o, name=u.name: out.setdefault(name, moments(o))))
+    def record(name):
+        def hook(m, i, o):
+            if name not in out: out[name] = moments(o)
+        return hook
+    for u in find_units(model): hooks.append(u.module.register_forward_hook(record(u.name)))
     with torch.no_grad(), measuring_mode(model), kept_buffers(model, []): model(xb)
     for h in hooks: h.remove()
     return out
