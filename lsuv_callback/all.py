@@ -10,6 +10,7 @@ __all__ = []
 # %% ../nbs/04_all.ipynb #d1a98f43
 from .units import *
 from .batch import *
+from .measure import *
 from .fit import *
 from .report import *
 from .distributed import *
@@ -17,6 +18,6 @@ from .single_pass import *
 from .core import *
 from .callback import *
 from .layers import *
-from . import units, batch, fit, report, distributed, single_pass, core, callback, layers
+from . import units, batch, measure, fit, report, distributed, single_pass, core, callback, layers
 # nbdev's `__all__` lists only what a module defines; this module is made of what the others define
-__all__ = [name for m in (units, batch, fit, report, distributed, single_pass, core, callback, layers) for name in m.__all__]
+__all__ = [name for m in (units, batch, measure, fit, report, distributed, single_pass, core, callback, layers) for name in m.__all__]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from .units import LSUVError, LSUVNothingToInit, LSUVWarning, Unit, find_units, lsuv_units, unwrap
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
-from .fit import check_settings, default_tol, measuring_mode, mean_std
+from .measure import check_settings, default_tol, measuring_mode, mean_std
 from .report import LSUVReport, UnitReport
 from .distributed import Ranks, failing_together, is_distributed
 from .single_pass import SinglePass, kept_buffers, orthonormal_start

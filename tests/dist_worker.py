@@ -62,7 +62,7 @@ def snapshot(model):
 def unit_sums(model, xb):
     "`{unit: [count, sum, sum of squares]}` of each unit's output in a fresh pass on this rank's batch, in LSUV's mode"
     from lsuv_callback.units import find_units
-    from lsuv_callback.fit import measuring_mode, moments
+    from lsuv_callback.measure import measuring_mode, moments
     from lsuv_callback.single_pass import kept_buffers
     out, hooks = {}, []
     def record(name):

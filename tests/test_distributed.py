@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent))
 import dist_worker
 from lsuv_callback.core import lsuv_init
-from lsuv_callback.fit import mean_var
+from lsuv_callback.measure import mean_var
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason='needs torch.distributed with gloo')
 WORLD = 2
