@@ -89,11 +89,10 @@ class LSUVReport:
         return pd.DataFrame([{k:v for k,v in vars(u).items() if k not in drop} for u in self.units])
 
     def summary(self) -> str:
-        "One line: units, misses, worst errors, time"
-        ranks = f' over {self.world_size} ranks' if self.world_size > 1 else ''
+        "One line: units, misses, worst errors (the time is in `elapsed`: a shown report stays the same from run to run)"
+        ranks = f', statistics over {self.world_size} ranks' if self.world_size > 1 else ''
         return (f'LSUV: {len(self.called)}/{len(self.units)} units, {len(self.failed)} not converged, '
-                f'worst |mean-{self.target_mean:g}| {self.worst_mean:.2e}, worst |std-{self.target_std:g}| {self.worst_std:.2e}, '
-                f'{self.elapsed:.2f}s{ranks}')
+                f'worst |mean-{self.target_mean:g}| {self.worst_mean:.2e}, worst |std-{self.target_std:g}| {self.worst_std:.2e}{ranks}')
 
     def __repr__(self):
         cols = ['name','kind','mean_before','std_before','mean_after','std_after','iters','converged','mean_target']

@@ -162,3 +162,32 @@ def test_units_named_in_modules_must_be_initialised():
     from lsuv_callback.core import LSUVError
     learn = collab(modules=lambda m: False)
     with pytest.raises(LSUVError, match='no unit found'): fit(learn)
+
+def test_lsuv_report_is_there_before_any_fit():
+    "`learn.lsuv_report` and `learn.lsuv_stats` exist from the start (None), and hold the report once LSUV ran"
+    learn = learner()
+    assert learn.lsuv_report is None and learn.lsuv_stats is None
+    fit(learn)
+    assert learn.lsuv_report.ok and len(learn.lsuv_stats) == len(learn.lsuv_report.units)
+
+def test_the_report_lr_find_could_not_log_is_logged_at_the_next_fit():
+    "lr_find switches logging off while LSUV runs inside it: the report is logged when the next fit starts, once"
+    learn = learner(cbs=[LSUVCallback()])
+    logged = []
+    learn.logger = logged.append
+    with learn.no_bar(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn.lr_find(num_it=4, show_plot=False)
+        assert learn.lsuv_report is not None and not any('LSUV:' in str(l) for l in logged)
+        learn.fit(1, 0.)
+        learn.fit(1, 0.)
+    assert [l for l in logged if str(l).startswith('LSUV:')] == [str(learn.lsuv_report)]
+
+def test_the_public_api_imports_from_the_package_and_from_all():
+    import lsuv_callback
+    from lsuv_callback import lsuv_init as top_init, LSUVCallback as top_cb
+    assert top_init is lsuv_init and top_cb is LSUVCallback
+    ns = {}
+    exec('from lsuv_callback.all import *', ns)
+    assert {'lsuv_init', 'LSUVCallback', 'LSUVReport', 'unit_stats', 'cnn_07a', 'find_units'} <= set(ns)
+    with pytest.raises(AttributeError, match='no attribute'): lsuv_callback.not_a_name

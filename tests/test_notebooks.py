@@ -1,4 +1,6 @@
-"Every notebook in nbs/ runs clean through nbdev's own test runner: the notebooks are the tests of record."
+"""Every notebook in nbs/ runs clean through nbdev's own test runner (the notebooks are the tests of record), and is saved
+with the outputs of its examples (the notebooks are the documentation: a reader must see what each example shows)."""
+import json, shutil
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
@@ -9,7 +11,20 @@ notebooks = sorted(p for p in cfg.path('nbs_path').glob('*.ipynb') if not p.name
 
 def test_found_notebooks(): assert len(notebooks) >= 4, notebooks
 
+def with_output(nb:Path) -> set:
+    "Ids of the code cells of `nb` that have outputs"
+    return {c['id'] for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code' and c.get('outputs')}
+
 @pytest.mark.parametrize('nb', notebooks, ids=[p.name for p in notebooks])
-def test_notebook(nb):
-    ok, secs = run_notebook(nb, skip_flags=cfg.tst_flags.split(), showerr=True)
+def test_notebook_runs_and_is_saved_with_its_outputs(nb, tmp_path):
+    "Run a copy (files it writes stay out of nbs/); every cell that shows something when run must show it as saved"
+    copy = shutil.copy(nb, tmp_path/nb.name)
+    ok, secs = run_notebook(copy, skip_flags=cfg.tst_flags.split(), showerr=True, save=True)
     assert ok, f'{nb.name} failed (traceback above)'
+    lost = with_output(copy) - with_output(nb)
+    assert not lost, f'{nb.name}: cells {sorted(lost)} show something but are saved without it: run tools/run_notebooks.py'
+
+@pytest.mark.parametrize('nb', notebooks, ids=[p.name for p in notebooks])
+def test_saved_outputs_show_no_machine_paths(nb):
+    text = nb.read_text()
+    assert not any(p in text for p in ('/work/', '/tmp/', '/home/', '/root/')), f'{nb.name}: an output shows a machine path'

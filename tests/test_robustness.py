@@ -449,3 +449,28 @@ def test_report_records_which_batch_was_used():
     assert r1.batch == r1b.batch
     assert r1.batch['checksum'] != r2.batch['checksum']
     assert r1.batch['shapes'] == [(32, 6)] and r3.batch['shapes'] == [(40, 6)]
+
+def test_a_dataloader_passed_as_the_batch_says_what_to_pass():
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 6), torch.arange(16)), batch_size=8)
+    e = fails_cleanly(mlp(), dl, match='not a batch')
+    assert 'learn.lsuv()' in str(e) and 'next(iter(dl))' in str(e)
+
+def test_inputs_and_targets_together_say_to_pass_the_inputs_only():
+    "fastai's `dls.one_batch()` is `(xb, yb)`: passed whole, the model gets one argument too many"
+    e = fails_cleanly(mlp(), (torch.randn(16, 6), torch.randint(0, 3, (16,))), match='forward pass failed')
+    assert 'pass the inputs only' in str(e)
+
+def test_no_weight_is_copied_while_fitting():
+    """A replayed unit's corrections go to its output during the pass and to its weights once, in place, when the pass is
+    over: no weight is cloned (only a re-run unit moves its weights for its one real run, and puts them back from a copy)"""
+    model, x = mlp(), torch.randn(64, 6)
+    weights = {p.data_ptr() for p in model.parameters()}
+    clones = []
+    real_clone = torch.Tensor.clone
+    def spy(t, *a, **k):
+        if t.data_ptr() in weights: clones.append(tuple(t.shape))
+        return real_clone(t, *a, **k)
+    torch.Tensor.clone = spy
+    try: r, ws, _ = run(model, x)
+    finally: torch.Tensor.clone = real_clone
+    assert r.ok and not clones, clones
