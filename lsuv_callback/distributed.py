@@ -11,22 +11,17 @@ from contextlib import contextmanager
 import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
-from .units import LSUVError
+from .units import LSUVError, is_sharded
 
 # %% auto #0
-__all__ = ['WIDTH', 'FAILED', 'NOT_FINITE', 'is_distributed', 'is_sharded', 'PeerFailed', 'OutOfStep', 'Ranks',
-           'failing_together', 'copy_rank0_weights', 'local_part', 'orthogonal_']
+__all__ = ['WIDTH', 'FAILED', 'NOT_FINITE', 'is_distributed', 'PeerFailed', 'OutOfStep', 'Ranks', 'failing_together',
+           'copy_rank0_weights', 'local_part', 'orthogonal_']
 
 # %% ../nbs/00f_distributed.ipynb #91f3cc2c
 def is_distributed() -> bool:
     "Is this process one of several in an initialised `torch.distributed` group?"
     import torch.distributed as dist
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-def is_sharded(t:Tensor) -> bool:
-    "Is `t` a `DTensor` (FSDP2's sharded parameters)?"
-    from torch.distributed.tensor import DTensor
-    return isinstance(t, DTensor)
 
 class PeerFailed(LSUVError):
     "Another rank failed (its own error says why); this rank stopped with it"
@@ -98,8 +93,7 @@ def combined_error(self:Ranks, e:BaseException) -> BaseException:
 
 # %% ../nbs/00f_distributed.ipynb #6b0c1d4d
 def _checksum(model:nn.Module) -> float:
-    from torch.distributed.tensor import DTensor
-    ps = [p for p in model.parameters() if p.is_floating_point() and not isinstance(p, DTensor)]
+    ps = [p for p in model.parameters() if p.is_floating_point() and not is_sharded(p)]
     return float(sum(p.detach().reshape(-1)[::max(1, p.numel() // 1024)].double().square().sum() for p in ps))
 
 @patch

@@ -16,7 +16,7 @@ from .units import LSUVError, Unit, is_norm_layer
 from .measure import Targets, mean_std, telemetry, finest_tol
 
 # %% auto #0
-__all__ = ['REPLAY_GROWTH', 'REPLAY_DRIFT', 'REPLAY_MARGIN', 'Correction', 'knobs_moved', 'known_linear', 'UnitOutputs',
+__all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'Correction', 'knobs_moved', 'known_linear', 'UnitOutputs',
            'replay_horizon', 'Trial', 'UnitFitter']
 
 # %% ../nbs/00d_fit.ipynb #9df23b73
@@ -62,23 +62,32 @@ def _slice(x, n, k):
     return x
 
 # %% ../nbs/00d_fit.ipynb #879c687d
-class UnitOutputs:
-    "One call of a unit: the output under any correction, replayed from its base's output or by re-running the unit"
-    def __init__(self, fitter:UnitFitter, module:nn.Module, args:tuple, kwargs:dict, out:Tensor):
-        self.fitter, self.unit, self.module, self.args, self.kwargs, self.out = fitter, fitter.unit, module, args, kwargs, out
-        self.base = self._base_output()
-        self.lone, self.modified = self.unit.base is module and known_linear(module), False
+def _rebound(out:Tensor, new:Tensor) -> Tensor:
+    "`out` holding `new`'s values, by taking its storage (no copy), so every reference to `out` sees them; `new` if it cannot"
+    if new is out: return out
+    try: return out.set_(new)
+    except RuntimeError: return new # a tensor made by `.detach()` or `.data` refuses another storage
 
-    def _base_output(self):
+class UnitOutputs:
+    "One call of a unit: its output under any correction, predicted, replayed from its base's output, or by re-running it"
+    def __init__(self, fitter:UnitFitter, module:nn.Module, args:tuple, kwargs:dict, out:Tensor):
+        self.fitter, self.unit, self.module, self.out = fitter, fitter.unit, module, out
+        # a re-run must see the arguments before the module's own pre-hooks, which it runs again
+        self.args, self.kwargs = fitter.raw_calls.get(id(module), (args, kwargs))
+        self.base = self._base_output(args, kwargs)
+        self.lone = self.unit.base is module and known_linear(module) and not fitter.user_hooks
+        self.released = False
+
+    def _base_output(self, args, kwargs):
         "The base's output, if the unit's output is its tail replayed on it (else `None`)"
         u, out = self.unit, self.out
         if u.base is self.module: return out if self._scales_linearly(self.args, self.kwargs, out) else None
         call = self.fitter.base_call
         if call is None: return None
-        args, kwargs, base, version = call
+        base_args, base_kwargs, base, version = call
         if base._version != version: return None
         if not u.chained and not self._replays(base): return None
-        return base if self._scales_linearly(args, kwargs, base) else None
+        return base if self._scales_linearly(base_args, base_kwargs, base) else None
 
     def _replays(self, base):
         "Does the tail, replayed on a slice of `base`, give the unit's output on that slice?"
@@ -89,9 +98,9 @@ class UnitOutputs:
     def _scales_linearly(self, args, kwargs, base):
         "Does doubling the base's knobs double its output? Known for torch's layers; else checked on a slice of the batch"
         u = self.unit
-        if known_linear(u.base): return True
+        if known_linear(u.base) and not self.fitter.user_hooks: return True
         # A norm of another library: a slice of the batch would change its batch statistics, so re-run it instead
-        if is_norm_layer(u.base) or not base.ndim: return False
+        if is_norm_layer(u.base) or not base.ndim or not self.fitter.probe_ok: return False
         n, k = base.shape[0], max(1, base.shape[0] // 16)
         with self.fitter.busy(), knobs_moved([(kn, 2., 0.) for kn in u.scale if kn not in self.fitter.tail_knobs]):
             y = u.base(*_slice(args, n, k), **_slice(kwargs, n, k))
@@ -111,10 +120,22 @@ class UnitOutputs:
         out = self.replay(c)
         return Trial(c, out, *self.fitter.measured(out))
 
-    def rerun(self, c:Correction) -> Trial:
+    def run_unit(self, c:Correction) -> Tensor:
         "The unit's output under `c`, computed by the unit itself with its knobs moved: exactly what the model will compute"
-        with self.fitter.busy(), knobs_moved(self.unit.moves(c.scale, c.shift)): out = self.module(*self.args, **self.kwargs)
+        with self.fitter.busy(), knobs_moved(self.unit.moves(c.scale, c.shift)): return self.module(*self.args, **self.kwargs)
+
+    def rerun(self, c:Correction) -> Trial:
+        self.release()
+        out = self.run_unit(c)
         return Trial(c, out, *self.fitter.measured(out))
+
+    def release(self):
+        """Free the original output and the base's before the first re-run: with them alive, a re-run would need an
+        activation more than the model's own forward pass. `original` recomputes the output if it is needed again"""
+        if self.released: return
+        self.base = self.fitter.base_call = None
+        self.out.set_()
+        self.released = True
 
     def predicted(self, c:Correction) -> Trial:
         "A lone layer's output under `c`, predicted: `out*scale + offset` has exactly these statistics, in arithmetic"
@@ -122,31 +143,29 @@ class UnitOutputs:
         return Trial(c, None, m*c.scale + c.offset, s*abs(c.scale))
 
     def handed_on(self, best:Trial) -> Trial:
-        """The output to hand on for `best`. A lone torch layer's output is freshly made and is corrected in place (no copy
-        of the activation; a hook of the user's that kept it sees it corrected too), and a prediction is measured then"""
-        if not self.lone or best.out is self.out: return best
+        """`best`, handed on in the unit's own output tensor, so a hook of the user's that kept it sees it corrected too. A
+        prediction is made real, in place (a lone torch layer's output is freshly made), and measured"""
+        if best.out is not None: return Trial(best.c, _rebound(self.out, best.out), best.m, best.s)
+        self.out.mul_(best.c.scale)
+        if best.c.offset: self.out.add_(best.c.offset)
         self.modified = True
-        if best.out is None:
-            self.out.mul_(best.c.scale)
-            if best.c.offset: self.out.add_(best.c.offset)
-            return Trial(best.c, self.out, *self.fitter.measured(self.out))
-        self.out.copy_(best.out)
-        return Trial(best.c, self.out, best.m, best.s)
+        return Trial(best.c, self.out, *self.fitter.measured(self.out))
 
     def original(self) -> Tensor:
-        "The unit's output as the model gave it (re-computed, if it was corrected in place)"
-        if self.modified:
-            with self.fitter.busy(): self.out.copy_(self.module(*self.args, **self.kwargs))
+        "The unit's output as the model gave it (re-computed, if it was released or corrected in place)"
+        if self.released or getattr(self, 'modified', False): return _rebound(self.out, self.run_unit(Correction()))
         return self.out
 
 # %% ../nbs/00d_fit.ipynb #ec5348a2
 REPLAY_GROWTH = 1.2 # how much a plain deep stack amplifies a rounding difference, per unit (about 1.16 measured)
-REPLAY_DRIFT = 1e-2 # how far, relative to an activation, the rounding of the replayed units may drift
-REPLAY_MARGIN = 0.9 # replays aim at this fraction of the tolerance: the drift above is 30 times smaller than what it leaves
+REPLAY_SPREAD = 5. # an output's std drifts by this times one ulp per element, over the square root of its size (5.2 measured)
+REPLAY_MARGIN = 0.9 # replays aim at this fraction of the tolerance, and half the rest is room for their drift
 
-def replay_horizon(dtype:torch.dtype) -> int:
-    "How many units at the end of the pass may hand on replayed outputs: their rounding drift stays below `REPLAY_DRIFT`"
-    return max(0, int(math.log(REPLAY_DRIFT / torch.finfo(dtype).eps) / math.log(REPLAY_GROWTH)))
+def replay_horizon(n:int, dtype:torch.dtype, tol:float=1e-3) -> int:
+    "How many units at the end of the pass may hand on replayed outputs of `n` values of `dtype`, their drift staying in the room left"
+    room = (1 - REPLAY_MARGIN) * tol / 2
+    ulps = room * math.sqrt(max(n, 1)) / (REPLAY_SPREAD * torch.finfo(dtype).eps)
+    return max(0, int(math.log(ulps) / math.log(REPLAY_GROWTH))) if ulps > 1 else 0
 
 # %% ../nbs/00d_fit.ipynb #c8c40414
 @dataclass(frozen=True)
@@ -161,15 +180,19 @@ class UnitFitter:
     "The forward hook that fits one `Unit` on its first call, and gives its later calls the same correction"
     def __init__(self, unit:Unit, run):
         # `run`: the pass (`SinglePass`): `targets`, `max_iter`, `stopped`, `telemetry(x)`, `measure(fitter, x, flag)`,
-        # `starting(fitter)`, `finished(fitter)`, `failed(e)`
+        # `starting(fitter)`, `reruns(fitter, n, dtype)`, `finished(fitter)`, `failed(e)`, `scratch(like)`, `give_away(t)`
         self.unit, self.run = unit, run
         inside = set(unit.base.modules())
         self.tail_knobs = [k for k in unit.knobs if k.module not in inside]
         self.tail_in_place = any(getattr(m, 'inplace', False) for m in unit.tail)
+        # A forward hook of the user's on the base may change its output (it is then no longer known to be linear), and
+        # any hook of the user's would see a probe's slice of the batch as if the model ran on it
+        self.user_hooks = bool(unit.base._forward_hooks)
+        self.probe_ok = not (unit.base._forward_hooks or unit.base._forward_pre_hooks)
         self.correction, self.calls, self.iters, self.tries = Correction(), 0, 0, 0
         self.converged, self.note, self.recompute, self.gain = False, '', '', unit.gain
         self.before = self.after = (math.nan, math.nan)
-        self.tele, self.base_call, self.input, self._busy = {}, None, None, False
+        self.tele, self.base_call, self.raw_calls, self.input, self._busy = {}, None, {}, None, False
 
     @contextmanager
     def busy(self):
@@ -177,6 +200,10 @@ class UnitFitter:
         self._busy = True
         try: yield
         finally: self._busy = False
+
+    def keep_call(self, module, args, kwargs):
+        "Forward pre-hook, run before the module's other pre-hooks: the arguments a re-run must call it with"
+        if not self._busy: self.raw_calls[id(module)] = (args, kwargs)
 
     def keep_base(self, module, args, kwargs, out):
         if self._busy or not isinstance(out, Tensor): return
@@ -195,7 +222,9 @@ class UnitFitter:
             self.run.finished(self)
             return out
         except Exception as e: self.run.failed(e)
-        finally: self.base_call = self.input = None
+        finally:
+            self.base_call = self.input = None
+            self.raw_calls.clear()
 
     @property
     def name(self): return self.unit.name or '(model)'
@@ -205,12 +234,16 @@ class UnitFitter:
 @torch.no_grad()
 def fit(self:UnitFitter, outs:UnitOutputs) -> Tensor:
     "Correct the unit until its output meets the targets; return the output to hand on"
-    exact = self.run.starting(self)
-    m, s, replayable = self.run.measure(self, outs.out, flag=outs.base is not None)
+    self.run.starting(self)
+    m, s, n, replayable = self.run.measure(self, outs.out, flag=outs.base is not None)
     self.before, self.tele['before'] = (m, s), self.run.telemetry(outs.out)
     best = Trial(Correction(), outs.out, m, s)
-    for source, margin, real in self.phases(outs, exact, replayable):
-        if real and not best.c.moves_nothing: best = source(best.c)
+    if not n: self.note = 'its output is empty: no sample reached it in this pass'
+    phases = [] if self.note else self.phases(outs, self.run.reruns(self, n, outs.out.dtype), replayable)
+    for source, margin, real in phases:
+        if real and not best.c.moves_nothing:
+            c, best = best.c, None # the replayed output goes before the real run makes another
+            best = source(c)
         best = self.improve(best, source, margin, real)
         if self.note: break
     return self.keep(best, outs)
@@ -293,10 +326,13 @@ def why_missed(self:UnitFitter, why:str, best:Trial) -> str:
 def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
     "Hand on `best` if it meets the targets, else leave the unit exactly as it was; return the output to hand on"
     t, shifts = self.run.targets, self.unit.shift is not None
-    if t.met(best.m, best.s, shifts): best = outs.handed_on(best)
+    predicted = t.met(best.m, best.s, shifts)
+    if predicted: best = outs.handed_on(best)
     self.converged = t.met(best.m, best.s, shifts)
     if not self.converged:
-        self.note = (self.note or self.why_missed(f'not converged in max_iter={self.run.max_iter} corrections', best)) + ': left unchanged'
+        why = ('its corrected output, measured, missed the targets its prediction met' if predicted else
+               self.why_missed(f'not converged in max_iter={self.run.max_iter} corrections', best))
+        self.note = (self.note or why) + ': left unchanged'
         best = Trial(Correction(), outs.original(), *self.before)
     self.correction, self.after = best.c, (best.m, best.s)
     self.tele['after'] = self.tele['before'] if best.c.moves_nothing else self.run.telemetry(best.out)
@@ -308,5 +344,5 @@ def corrected(self:UnitFitter, outs:UnitOutputs) -> Tensor|None:
     c = self.correction
     if c.moves_nothing: return None
     with torch.no_grad():
-        if self.recompute == 'replay' and outs.base is not None: return outs.replay(c)
-        with self.busy(), knobs_moved(self.unit.moves(c.scale, c.shift)): return outs.module(*outs.args, **outs.kwargs)
+        new = outs.replay(c) if self.recompute == 'replay' and outs.base is not None else outs.run_unit(c)
+        return _rebound(outs.out, new)

@@ -7,7 +7,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/measure.html.md"""
 # %% ../nbs/00c_measure.ipynb #ad96a227
 from __future__ import annotations
 import math, numbers
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import torch
 from torch import nn, Tensor
@@ -23,14 +23,20 @@ def uses_batch_stats(m:nn.Module) -> bool:
     "Does `m` normalise with the statistics of the batch in train mode (BatchNorm, InstanceNorm)?"
     return isinstance(m, nn.modules.batchnorm._NormBase)
 
+def _no_autocast(model):
+    p = next(model.parameters(), None)
+    kind = p.device.type if p is not None else 'cpu'
+    return torch.autocast(kind, enabled=False) if kind in ('cpu', 'cuda') and torch.is_autocast_enabled(kind) else nullcontext()
+
 @contextmanager
 def measuring_mode(model:nn.Module):
-    "Put `model` in eval mode, but its batch-statistics norms in train mode; restore every module's mode on exit"
+    "Put `model` in eval mode, but its batch-statistics norms in train mode, with autocast off; restore every module's mode on exit"
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     for m in model.modules():
         if uses_batch_stats(m): m.training = True
-    try: yield model
+    try:
+        with _no_autocast(model): yield model
     finally:
         for m, t in modes: m.training = t
 
@@ -101,9 +107,8 @@ def finest_tol(dtype:torch.dtype) -> float:
     return max(1e-3, torch.finfo(dtype).eps)
 
 def default_tol(model:nn.Module) -> float:
-    "The finest tolerance `model`'s weights can be set to: 1e-3, or one ulp of 1 for bf16 weights (7.8e-3)"
-    p = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return 1e-3 if p is None else finest_tol(p.dtype)
+    "The finest tolerance all of `model`'s weights can be set to: 1e-3, or one ulp of 1 if some are bf16 (7.8e-3)"
+    return max((finest_tol(p.dtype) for p in model.parameters() if p.is_floating_point()), default=1e-3)
 
 def check_settings(model:nn.Module, tol, target_mean:float, target_std:float, max_iter) -> Targets:
     "The `Targets` of `lsuv_init`'s settings, or an `LSUVError` saying which setting cannot work"

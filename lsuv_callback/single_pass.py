@@ -12,7 +12,7 @@ import torch
 from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
 from .units import LSUVError, Unit
-from .batch import call_model, model_device_dtype
+from .batch import call_model
 from .measure import (Targets, measuring_mode, moments, centred_square_sum, mean_var, precise_enough, telemetry,
                                    HIST_BINS, HIST_SPAN)
 from .fit import UnitFitter, replay_horizon
@@ -31,13 +31,16 @@ class SinglePass:
         self.ranks, self.with_telemetry = ranks or Ranks(), telemetry
         self.fitters = [UnitFitter(u, self) for u in units]
         self.tags = {id(f): 1 + i for i, f in enumerate(self.fitters)}
-        self.horizon = replay_horizon(model_device_dtype(model)[1] or torch.float32)
-        self.order, self.started, self.failure, self.stopped, self.bar, self._scratch = [], 0, None, False, None, None
+        self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
 
-    def starting(self, fitter:UnitFitter) -> bool:
-        "A fitter starts: should it re-run its unit (it is before the last `horizon` units of the pass)?"
-        self.started += 1
-        return self.started <= len(self.fitters) - self.horizon
+    def starting(self, fitter:UnitFitter):
+        "A fitter starts, as the next unit of the pass"
+        self.index[id(fitter)] = len(self.index)
+
+    def reruns(self, fitter:UnitFitter, n:int, dtype:torch.dtype) -> bool:
+        "Should `fitter` re-run its unit, which outputs `n` values of `dtype`? Yes, unless it is within the replay horizon of the end"
+        left = len(self.fitters) - self.index[id(fitter)]
+        return left > replay_horizon(n, dtype, min(self.targets.std_tol, self.targets.mean_tol))
 
     def finished(self, fitter:UnitFitter):
         self.order.append(fitter)
@@ -59,17 +62,18 @@ class SinglePass:
 
 # %% ../nbs/00g_single_pass.ipynb #831f34af
 @patch
-def measure(self:SinglePass, fitter:UnitFitter, x:Tensor, flag:bool=True) -> tuple[float, float, bool]:
-    "Mean and std of `x` over every rank, and whether every rank raised `flag`"
+def measure(self:SinglePass, fitter:UnitFitter, x:Tensor, flag:bool=True) -> tuple[float, float, int, bool]:
+    "Mean, std and number of the values of `x` over every rank, and whether every rank raised `flag`"
     tag, world = self.tags[id(fitter)], self.ranks.world
     (n, s1, s2, flags), bad = self.ranks.summed([*moments(x), float(flag)], tag)
+    if not n: return math.nan, math.nan, 0, flags == world
     mean, var = mean_var(n, s1, s2)
     if bad:
         on = f' on rank{"s" if len(bad) > 1 else ""} {", ".join(map(str, bad))}' if world > 1 else ''
         raise LSUVError(f"LSUV: unit '{fitter.name}' ({fitter.unit.kind}) produced non-finite activations{on} "
                         f"(mean {mean}, std {math.sqrt(abs(var)) if math.isfinite(var) else var}): check the input batch and the layers before it")
     if not precise_enough(mean, var): var = self.ranks.summed([centred_square_sum(x, mean)], tag)[0][0] / max(n-1, 1)
-    return mean, math.sqrt(max(var, 0.)), flags == world
+    return mean, math.sqrt(max(var, 0.)), int(n), flags == world
 
 # %% ../nbs/00g_single_pass.ipynb #8395b9f1
 @patch
@@ -92,6 +96,8 @@ def run(self:SinglePass, args:tuple, kwargs:dict):
     try:
         with torch.no_grad(), measuring_mode(self.model), ExitStack() as hooks:
             for f in self.fitters:
+                for m in dict.fromkeys([f.unit.module, f.unit.base]):
+                    hooks.enter_context(m.register_forward_pre_hook(f.keep_call, with_kwargs=True, prepend=True))
                 hooks.enter_context(f.unit.module.register_forward_hook(f, with_kwargs=True))
                 if f.unit.base is not f.unit.module: hooks.enter_context(f.unit.base.register_forward_hook(f.keep_base, with_kwargs=True))
             try: call_model(self.model, args, kwargs)
@@ -140,6 +146,8 @@ def commit(self:SinglePass):
     "Move every unit's knobs by its correction, for good (in place, shard by shard for a sharded parameter)"
     for f in self.fitters:
         for k, a, d in f.unit.moves(f.correction.scale, f.correction.shift): k.move(a, d)
+    # An autocast region around `lsuv_init` keeps low-precision copies of the weights it has used: they are stale now
+    torch.clear_autocast_cache()
 
 # %% ../nbs/00g_single_pass.ipynb #5118aa52
 @contextmanager

@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/units.html.md"""
 
 # %% ../nbs/00a_units.ipynb #5231a5b6
 from __future__ import annotations
-import warnings
+import sys, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,8 +17,8 @@ from torch.nn.utils import parametrize
 # %% auto #0
 __all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'Knob', 'submodules', 'is_weight_layer',
            'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit',
-           'unwrap', 'find_units', 'frozen', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale',
-           'shared_with_earlier', 'names_of', 'choose_units', 'lsuv_units']
+           'unwrap', 'find_units', 'names_of', 'frozen', 'is_sharded', 'all_zero', 'zero_init', 'tied_elsewhere',
+           'fixed_scale', 'shared_with_earlier', 'choose_units', 'lsuv_units']
 
 # %% ../nbs/00a_units.ipynb #0adcb863
 class LSUVError(ValueError):
@@ -54,8 +54,9 @@ class Knob:
     def moved(self, a:float=1., d:float=0.):
         "The knob moved by `(a, d)` inside the `with` block, and exactly as it was after it"
         saved = self.value.detach().clone() if self.is_tensor else self.value
-        self.move(a, d)
-        try: yield self
+        try:
+            self.move(a, d)
+            yield self
         finally:
             if not self.is_tensor: setattr(self.module, self.attr, saved)
             else:
@@ -86,6 +87,7 @@ def has_sub(m:nn.Module) -> bool:
 def weight_source(m:nn.Module) -> tuple:
     "`(holder, attr, raw)`: where the scale of weight layer `m`'s weight really lives (`None`s if a norm fixes it), and its raw weight"
     if hasattr(m, 'weight_g'): return m, 'weight_g', m.weight_v # torch.nn.utils.weight_norm: weight = g * v/|v|
+    if hasattr(m, 'weight_mask'): return m, 'weight_orig', m.weight_orig # torch.nn.utils.prune: weight = orig * mask
     if hasattr(m, 'weight_orig'): return None, None, m.weight_orig # torch.nn.utils.spectral_norm: weight = w/sigma(w)
     if parametrize.is_parametrized(m, 'weight'):
         ps = m.parametrizations.weight
@@ -202,6 +204,11 @@ def unwrap(model:nn.Module) -> nn.Module:
 
 def _qualify(prefix, name): return f'{prefix}.{name}' if prefix else name
 
+def _ancestors(name):
+    "The names of the modules `name` is inside, the model ('') first"
+    parts = name.split('.') if name else []
+    return ['.'.join(parts[:i]) for i in range(len(parts))]
+
 def _search(m:nn.Module, name:str=''):
     if isinstance(m, nn.MultiheadAttention): return
     layers = block_layers(m)
@@ -232,11 +239,18 @@ def find_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
     model = unwrap(model)
     if modules is None: return list(_search(model))
     chosen = _chosen(model, modules)
-    nested = [(a, b) for a,_ in chosen for b,_ in chosen if a != b and b.startswith(_qualify(a, '')) or (a=='' and b)]
-    if nested: raise LSUVError(f"LSUV: module '{nested[0][1]}' is inside '{nested[0][0] or '(model)'}'; pass only one of them")
+    names = {n for n,_ in chosen}
+    for n,_ in chosen:
+        outer = next((p for p in _ancestors(n) if p in names), None)
+        if outer is not None: raise LSUVError(f"LSUV: module '{n}' is inside '{outer or '(model)'}'; pass only one of them")
     return [_unit_for(n, m) for n,m in chosen]
 
 # %% ../nbs/00a_units.ipynb #27490897
+def names_of(units, most:int=8) -> str:
+    "The names of `units` (units, or names) for a message: the first `most`, then how many more"
+    names = [(u if isinstance(u, str) else u.name) or '(model)' for u in units]
+    return str(names[:most])[:-1] + (f', ... and {len(names)-most} more]' if len(names) > most else ']')
+
 def _scales(u):
     "The tensors that scale `u`'s output: its scale knobs and every parameter of the unit but its biases"
     knobs = [k.value for k in u.scale if k.is_tensor and k is not u.shift and k.attr != 'bias']
@@ -247,10 +261,14 @@ def frozen(model, units) -> dict:
     return {u: "have frozen parameters and are left unchanged: unfreeze them, or name them in `modules=` to initialise them anyway"
             for u in units if any(isinstance(t, nn.Parameter) and not t.requires_grad for t in [u.weight, *(k.value for k in u.scale)])}
 
+def is_sharded(t:Tensor) -> bool:
+    "Is `t` a `DTensor` (FSDP2's sharded parameters)? Asked without importing `torch.distributed.tensor` (slow) if nothing did"
+    dt = sys.modules.get('torch.distributed.tensor')
+    return dt is not None and isinstance(t, dt.DTensor)
+
 def all_zero(t:Tensor) -> bool:
     "Is every element of `t` zero? A strided sample answers for almost every weight, with no pass over the whole tensor"
-    from torch.distributed.tensor import DTensor
-    if isinstance(t, DTensor): return not t.any() # a shard may be empty: ask the whole tensor
+    if is_sharded(t): return not t.any() # a shard may be empty: ask the whole tensor
     flat = t.detach().reshape(-1)
     if flat[::max(1, flat.numel() // 1024)].any(): return False
     lo, hi = torch.aminmax(flat) if flat.numel() else (flat.new_zeros(()), flat.new_zeros(()))
@@ -262,24 +280,30 @@ def zero_init(model, units) -> dict:
                "unchanged: name them in `modules=` to initialise them anyway"
             for u in units if any(all_zero(t) for t in {id(t): t for t in _scales(u)}.values())}
 
-def _owners(model):
-    "Names of the modules that hold each parameter and buffer of `model`, by the tensor's id"
-    owners = {}
-    for n, m in model.named_modules():
+def _holders(model):
+    "Every path in `model` to each parameter and buffer (by the tensor's id) and to each module (by its id): a module used twice has two"
+    tensors, modules = {}, {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        modules.setdefault(id(m), []).append(n)
         for t in [*m._parameters.values(), *m._buffers.values()]:
-            if t is not None: owners.setdefault(id(t), set()).add(n)
-    return owners
+            if t is not None: tensors.setdefault(id(t), set()).add(n)
+    return tensors, modules
 
 def _inside(name, root): return not root or name == root or name.startswith(root + '.')
 
+def _others(u, tensors, modules):
+    "The paths outside unit `u` that hold one of its knobs: its tensors, or (for a float) the knob's module"
+    paths = {p for k in u.knobs for p in (tensors.get(id(k.value), ()) if k.is_tensor else modules.get(id(k.module), ()))}
+    return sorted(p for p in paths if not _inside(p, u.name))
+
 def tied_elsewhere(model, units) -> dict:
-    "Units with a knob that a module outside every unit holds too"
-    owners, out = _owners(model), {}
+    "Units with a knob that another module holds too (a module outside the unit, or another unit)"
+    tensors, modules = _holders(model)
+    out = {}
     for u in units:
-        others = sorted({o for k in u.knobs if k.is_tensor for o in owners.get(id(k.value), ())
-                         if not any(_inside(o, v.name) for v in units)})
-        if others: out[u] = (f"share their weights with {others}, which LSUV does not initialise: scaling them would "
-                             "change those modules too, so the units are left unchanged")
+        others = _others(u, tensors, modules)
+        if others: out[u] = (f"share their weights with {names_of(others)}: scaling them would "
+                             "change those modules too, which the forward pass ran unchanged, so the units are left unchanged")
     return out
 
 def fixed_scale(model, units) -> dict:
@@ -287,11 +311,15 @@ def fixed_scale(model, units) -> dict:
     return {u: f"are left unchanged: {u.why_no_mean.replace('its weight', 'their weight')}, so LSUV cannot set their std"
             for u in units if not u.scale}
 
+def _identity(k:Knob):
+    "What two knobs that are one share: the tensor, or the module and attribute of a float"
+    return id(k.value) if k.is_tensor else (id(k.module), k.attr)
+
 def shared_with_earlier(model, units) -> dict:
     "Units with a knob an earlier unit turns already"
     seen, out = set(), {}
     for u in units:
-        ids = {id(k.value) for k in u.knobs if k.is_tensor}
+        ids = {_identity(k) for k in u.knobs}
         if ids & seen: out[u] = "share weights with an earlier unit; each is left to that unit"
         seen |= ids
     return out
@@ -300,11 +328,6 @@ def shared_with_earlier(model, units) -> dict:
 LEAVE_ALONE = [(frozen, False), (zero_init, False), (tied_elsewhere, False), (fixed_scale, True), (shared_with_earlier, True)]
 
 # %% ../nbs/00a_units.ipynb #de7d62f1
-def names_of(units, most:int=8) -> str:
-    "The units' names for a message: the first `most`, then how many more"
-    names = [u.name or '(model)' for u in units]
-    return str(names[:most])[:-1] + (f', ... and {len(names)-most} more]' if len(names) > most else ']')
-
 def choose_units(model:nn.Module, units:list, named:bool=False) -> list:
     "`units` without those the `LEAVE_ALONE` rules pick (only the last two if the user `named` them), one warning per reason"
     for rule, always in LEAVE_ALONE:

@@ -163,10 +163,16 @@ def test_unit_called_twice_warns_with_the_count():
     assert u['b'].converged and abs(u['b'].std_after - 1) <= 1e-3, 'the first call is initialised'
 
 def test_tied_weights_in_two_units_warn():
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    """Two units on one weight: each would change the other, which the forward pass ran unchanged (LSUV moves the weights
+    only after the pass), so both are left alone, with a warning; named in `modules=`, the first is initialised"""
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
     model[2].weight = model[0].weight
+    w = model[0].weight.detach().clone()
     r, ws, _ = run(model, torch.randn(32, 8))
-    assert [u.name for u in r.units] == ['0'] and any('share weights' in w for w in ws), ws
+    assert [u.name for u in r.units] == ['4'] and any("units ['0'] share their weights with ['2']" in m for m in ws), ws
+    assert torch.equal(model[0].weight, w)
+    r, ws, _ = run(model, torch.randn(32, 8), modules=[model[0], model[2]])
+    assert [u.name for u in r.units] == ['0'] and any('share weights with an earlier unit' in m for m in ws), ws
 
 def test_unit_never_called_warns_and_is_left_unchanged():
     class Unused(nn.Module):
