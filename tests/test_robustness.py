@@ -1,6 +1,6 @@
 """`lsuv_init` on bad input and faults: it either gives a correct result or a clear `LSUVError`/`LSUVWarning` naming the
 unit, and when it raises, the model (parameters, buffers and plain float attributes) is exactly as it was."""
-import copy, math, time, warnings
+import copy, math, warnings
 import pytest
 import torch
 from torch import nn
@@ -324,9 +324,7 @@ def test_clamped_general_relu_with_tight_tol_stops_at_max_iter():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 8, 3), GeneralRelu(leak=0.1, sub=0.4, maxv=0.3)),
                           nn.Sequential(nn.Conv2d(8, 8, 3), GeneralRelu(leak=0.1, sub=0.4, maxv=0.3)))
-    t = time.perf_counter()
     r, ws, _ = run(model, img(), tol=1e-9, max_iter=1)
-    assert time.perf_counter() - t < 10
     assert not r.ok and all(u.iters <= 1 for u in r.units)
     assert all(u.note for u in r.failed) and all(any(f"'{u.name}'" in w for w in ws) for u in r.failed)
 
@@ -337,13 +335,12 @@ def test_unreachable_std_never_overflows_the_weights(act):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), act()), nn.Linear(8, 2))
     target_std = 1.5 if act is nn.Hardtanh else 1.
-    t = time.perf_counter()
     try: r, ws, _ = run(model, torch.randn(64, 6), max_iter=300, telemetry=False, target_std=target_std)
     except LSUVError as e:
         assert "'2'" in str(e)
         return
-    assert time.perf_counter() - t < 10
     u = {u.name: u for u in r.units}['2']
+    assert u.iters < 30, f'{u.iters} corrections kept: corrections that stop helping must stop the loop long before max_iter'
     assert not u.converged and u.note
     assert all(torch.isfinite(p).all() for p in model.parameters()), 'LSUV left inf weights in the model'
     assert model[2][0].weight.abs().max() < 1e6, f'weights blown up to {model[2][0].weight.abs().max():.3g}'
