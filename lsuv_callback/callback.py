@@ -8,9 +8,13 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/callback.html.md"""
 from __future__ import annotations
 import inspect, itertools, warnings
 from contextlib import nullcontext
-from fastai.basics import *
-from fastai.callback.progress import ProgressCallback
-from fastai.torch_core import get_random_states, set_random_states
+with warnings.catch_warnings():
+    # fastai applies `torch.jit.script`, which recent torch deprecates, to some of its own functions when imported: a
+    # notice about fastai's code, not the user's, silenced for this import only
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from fastai.basics import *
+    from fastai.callback.progress import ProgressCallback
+    from fastai.torch_core import get_random_states, set_random_states
 from .core import lsuv_init
 from .units import unwrap, LSUVError, LSUVNothingToInit, LSUVWarning
 from .report import LSUVReport

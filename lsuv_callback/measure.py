@@ -74,15 +74,16 @@ def mean_std(x:Tensor) -> tuple[float, float]:
 # %% ../nbs/00c_measure.ipynb #174a4166
 NEAR_ZERO = 0.05 # |activation| below this counts as "near zero", relative to the target std
 HIST_BINS, HIST_SPAN = 50, 5. # the histograms cover target_mean +- HIST_SPAN * target_std
-TELEMETRY_SAMPLE = 2**14
+TELEMETRY_SAMPLE = 2**12
 
 def telemetry(x:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor:
     "`[count, count near zero, histogram...]` of a strided sample of `x`, as an fp64 device tensor"
     x = x.detach().reshape(-1)
     x = x[::max(1, x.numel() // TELEMETRY_SAMPLE)].float()
-    lo, hi = target_mean - HIST_SPAN*target_std, target_mean + HIST_SPAN*target_std
-    near = (x.abs() < NEAR_ZERO*target_std).sum()
-    return torch.cat([torch.stack([near.new_tensor(x.numel()), near]).double(), torch.histc(x, HIST_BINS, lo, hi).double()])
+    near = (x.abs() < NEAR_ZERO*target_std).sum().reshape(1)
+    bins = ((x - target_mean) / (2*HIST_SPAN*target_std) + 0.5).mul_(HIST_BINS).clamp_(0, HIST_BINS - 1).long()
+    hist = torch.bincount(bins, minlength=HIST_BINS)
+    return torch.cat([near.new_full((1,), x.numel()), near, hist]).double()
 
 # %% ../nbs/00c_measure.ipynb #b8b54939
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def finest_tol(dtype:torch.dtype) -> float:
 
 def default_tol(model:nn.Module) -> float:
     "The finest tolerance all of `model`'s weights can be set to: 1e-3, or one ulp of 1 if some are bf16 (7.8e-3)"
-    return max((finest_tol(p.dtype) for p in model.parameters() if p.is_floating_point()), default=1e-3)
+    return max((finest_tol(t) for t in {p.dtype for p in model.parameters() if p.is_floating_point()}), default=1e-3)
 
 def check_settings(model:nn.Module, tol, target_mean:float, target_std:float, max_iter) -> Targets:
     "The `Targets` of `lsuv_init`'s settings, or an `LSUVError` saying which setting cannot work"
