@@ -6,46 +6,26 @@ so the ratio holds across machines. With two ranks every measurement is one smal
 two fpe figures is what those all-reduces cost (plus the ranks waiting for each other). Also reports how many messages a
 run sent and what one all-reduce of that size costs alone.
 
-Run: python bench/distributed.py [--models plain30,transformer] [--repeats 5] [--out bench/results]
+Run: python bench/distributed.py [--models deep30,transformer] [--repeats 5] [--out bench/results]
 """
 from __future__ import annotations
-import argparse, copy, json, os, statistics, sys, tempfile, time, warnings
+import argparse, copy, os, statistics, sys, tempfile, time, warnings
 from datetime import timedelta
 from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 
+sys.path.insert(0, str(Path(__file__).parent))
 from lsuv_callback.core import lsuv_init
-from lsuv_callback.layers import ConvLayer
 from lsuv_callback.distributed import Ranks
-
-class Block(nn.Module):
-    "A transformer block: attention from Linears, LayerNorm, GELU MLP"
-    def __init__(self, d=64, h=4):
-        super().__init__()
-        self.h, self.ln1, self.ln2 = h, nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.o = nn.Linear(d, 3*d), nn.Linear(d, d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4*d), nn.GELU(), nn.Linear(4*d, d))
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.h, -1).permute(2, 0, 3, 1, 4)
-        x = x + self.o(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.ln2(x))
+from zoo import deep_cnns, transformer
 
 def build(name):
-    "The model and a batch maker `(rank) -> batch` of one benchmark"
+    "The model and a batch maker `(rank) -> batch` of one benchmark: the bench's 30-layer course CNN or a small transformer"
+    spec = {'deep30': deep_cnns()['deep30'], 'transformer': transformer(64, 64, 4, 4, 64, batch=16)}[name]
     torch.manual_seed(0)
-    if name == 'plain30':
-        act = dict(leak=0.1, sub=0.4, maxv=6.)
-        model = nn.Sequential(ConvLayer(3, 32, stride=1, **act), *[ConvLayer(32, 32, stride=1, **act) for _ in range(29)],
-                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-        return model, lambda r: torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(r))
-    if name == 'transformer':
-        model = nn.Sequential(nn.Linear(64, 64), *[Block() for _ in range(4)], nn.Linear(64, 10))
-        return model, lambda r: torch.randn(16, 64, 64, generator=torch.Generator().manual_seed(r))
-    raise KeyError(name)
+    return spec.build(), lambda r: torch.randn(spec.batch, *spec.shape, generator=torch.Generator().manual_seed(r))
 
 def measure(name, rank, repeats):
     "Median forward time, median LSUV time, and the messages one LSUV run sends, on this process"
@@ -115,7 +95,7 @@ def table(one, two, names) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--models', default='plain30,transformer')
+    p.add_argument('--models', default='deep30,transformer')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--out', default=None, help='folder to write distributed-cpu.md to')
     args = p.parse_args(argv)

@@ -47,7 +47,8 @@ def _pool(xs):
     if len(xs) == 1: return x
     if isinstance(x, Tensor): return torch.cat(xs) if x.ndim else x
     if isinstance(x, nn.utils.rnn.PackedSequence): raise TypeError('PackedSequence batches cannot be pooled')
-    if any(type(b) is not type(x) for b in xs): raise TypeError(f'{type(x).__name__} in one batch, {type(b).__name__} in another')
+    other = next((b for b in xs if type(b) is not type(x)), None)
+    if other is not None: raise TypeError(f'{type(x).__name__} in one batch, {type(other).__name__} in another')
     if isinstance(x, dict): return _with_items(x, {k: _pool([b[k] for b in xs]) for k in x})
     if isinstance(x, list): return [v for b in xs for v in b]
     if isinstance(x, tuple): return _rebuild(x, [_pool(list(vs)) for vs in zip(*xs)])

@@ -11,12 +11,14 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
-from .units import LSUVError, LSUVNothingToInit, LSUVWarning, Unit, find_units, lsuv_units, unwrap
+from .units import find_units, lsuv_units, unwrap
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
-from .measure import check_settings, default_tol, measuring_mode, mean_std
-from .report import LSUVReport, UnitReport
-from .distributed import Ranks, failing_together, is_distributed
+from .measure import check_settings, measuring_mode, mean_std
+from .report import LSUVReport
+from .distributed import Ranks, failing_together
 from .single_pass import SinglePass, kept_buffers, orthonormal_start
+# Imported from here by code written before the engine had modules of its own
+from .units import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 
 # %% auto #0
 __all__ = ['lsuv_init', 'unit_stats']

@@ -13,7 +13,7 @@ from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
 from .units import LSUVError, Unit, is_norm_layer
-from .measure import Targets, mean_std, telemetry, finest_tol
+from .measure import finest_tol
 
 # %% auto #0
 __all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'Correction', 'knobs_moved', 'known_linear', 'UnitOutputs',

@@ -1,7 +1,7 @@
 """Property tests: on random small architectures `lsuv_init` either meets every target it can reach, confirmed by a fresh
 forward pass, or says exactly which units did not and why. It never hangs and never raises anything but LSUVError."""
 import math, warnings
-import pytest
+
 import torch
 from torch import nn
 from hypothesis import given, example, settings, HealthCheck, strategies as st

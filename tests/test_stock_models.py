@@ -2,12 +2,12 @@
 a small look-alike of each pattern in them that once broke LSUV. Each must come out exact (every converged unit within
 tol in a fresh pass, in LSUV's measuring mode), deterministic (copies give bit-identical weights, with no seeding) and
 quiet (one warning per cause, naming its units)."""
-import copy, warnings
+import copy
 import pytest
 import torch
 from torch import nn
 import torch.nn.functional as F
-from lsuv_callback.core import lsuv_init, find_units, LSUVWarning
+from lsuv_callback.core import lsuv_init, find_units
 from lsuv_testutils import oracle_stats, model_state, changed, run
 
 torch.set_num_threads(1)
