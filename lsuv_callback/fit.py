@@ -144,12 +144,14 @@ class UnitOutputs:
 
     def handed_on(self, best:Trial) -> Trial:
         """`best`, handed on in the unit's own output tensor, so a hook of the user's that kept it sees it corrected too. A
-        prediction is made real, in place (a lone torch layer's output is freshly made), and measured"""
+        prediction is made real in place (a lone torch layer's output is freshly made); its statistics are the predicted
+        ones, which the tensor has up to rounding, so it needs no second measurement (under `torch.distributed`, no
+        second message)"""
         if best.out is not None: return Trial(best.c, _rebound(self.out, best.out), best.m, best.s)
         self.out.mul_(best.c.scale)
         if best.c.offset: self.out.add_(best.c.offset)
         self.modified = True
-        return Trial(best.c, self.out, *self.fitter.measured(self.out))
+        return Trial(best.c, self.out, best.m, best.s)
 
     def original(self) -> Tensor:
         "The unit's output as the model gave it (re-computed, if it was released or corrected in place)"
@@ -326,13 +328,10 @@ def why_missed(self:UnitFitter, why:str, best:Trial) -> str:
 def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
     "Hand on `best` if it meets the targets, else leave the unit exactly as it was; return the output to hand on"
     t, shifts = self.run.targets, self.unit.shift is not None
-    predicted = t.met(best.m, best.s, shifts)
-    if predicted: best = outs.handed_on(best)
     self.converged = t.met(best.m, best.s, shifts)
-    if not self.converged:
-        why = ('its corrected output, measured, missed the targets its prediction met' if predicted else
-               self.why_missed(f'not converged in max_iter={self.run.max_iter} corrections', best))
-        self.note = (self.note or why) + ': left unchanged'
+    if self.converged: best = outs.handed_on(best)
+    else:
+        self.note = (self.note or self.why_missed(f'not converged in max_iter={self.run.max_iter} corrections', best)) + ': left unchanged'
         best = Trial(Correction(), outs.original(), *self.before)
     self.correction, self.after = best.c, (best.m, best.s)
     self.tele['after'] = self.tele['before'] if best.c.moves_nothing else self.run.telemetry(best.out)

@@ -15,8 +15,8 @@ from .units import LSUVError
 
 # %% auto #0
 __all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'uses_batch_stats', 'measuring_mode', 'moments',
-           'centred_square_sum', 'mean_var', 'precise_enough', 'mean_std', 'telemetry', 'Targets', 'finest_tol',
-           'default_tol', 'check_settings']
+           'centred_square_sum', 'mean_var', 'precise_enough', 'mean_std', 'telemetry_sample', 'telemetry', 'Targets',
+           'finest_tol', 'default_tol', 'check_settings']
 
 # %% ../nbs/00c_measure.ipynb #f09b257a
 def uses_batch_stats(m:nn.Module) -> bool:
@@ -76,14 +76,26 @@ NEAR_ZERO = 0.05 # |activation| below this counts as "near zero", relative to th
 HIST_BINS, HIST_SPAN = 50, 5. # the histograms cover target_mean +- HIST_SPAN * target_std
 TELEMETRY_SAMPLE = 2**12
 
-def telemetry(x:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor:
-    "`[count, count near zero, histogram...]` of a strided sample of `x`, as an fp64 device tensor"
+def telemetry_sample(x:Tensor) -> Tensor:
+    "An evenly strided fp32 copy of at most `TELEMETRY_SAMPLE` values of `x` (a copy: `x` may be corrected in place later)"
     x = x.detach().reshape(-1)
-    x = x[::max(1, x.numel() // TELEMETRY_SAMPLE)].float()
-    near = (x.abs() < NEAR_ZERO*target_std).sum().reshape(1)
-    bins = ((x - target_mean) / (2*HIST_SPAN*target_std) + 0.5).mul_(HIST_BINS).clamp_(0, HIST_BINS - 1).long()
-    hist = torch.bincount(bins, minlength=HIST_BINS)
-    return torch.cat([near.new_full((1,), x.numel()), near, hist]).double()
+    return x[::max(1, -(-x.numel() // TELEMETRY_SAMPLE))].to(torch.float32, copy=True)
+
+def telemetry(samples:list, target_mean:float=0., target_std:float=1.) -> Tensor:
+    "One fp64 row `[count, count near zero, histogram...]` per sample in `samples` (a row of zeros for `None`), all at once"
+    have = [i for i, x in enumerate(samples) if x is not None]
+    device = samples[have[0]].device if have else None
+    rows = torch.zeros(len(samples), 2 + HIST_BINS, dtype=torch.float64, device=device)
+    if not have: return rows
+    x = torch.cat([samples[i] for i in have])
+    counts = torch.tensor([len(samples[i]) for i in have], device=device)
+    row = torch.repeat_interleave(torch.arange(len(have), device=device), counts)
+    near = torch.bincount(row[x.abs() < NEAR_ZERO*target_std], minlength=len(have))
+    # In place on the concatenated copy, and each row's bins offset by its row: one bincount counts every histogram
+    bins = x.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1).long()
+    hist = torch.bincount(bins.add_(row, alpha=HIST_BINS), minlength=len(have)*HIST_BINS).view(len(have), HIST_BINS)
+    rows[torch.tensor(have, device=device)] = torch.cat([counts[:, None], near[:, None], hist], 1).double()
+    return rows
 
 # %% ../nbs/00c_measure.ipynb #b8b54939
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from .units import LSUVError, Unit
 from .batch import call_model
 from .measure import (Targets, measuring_mode, moments, centred_square_sum, mean_var, precise_enough, telemetry,
-                                   HIST_BINS, HIST_SPAN)
+                                   telemetry_sample, HIST_SPAN)
 from .fit import UnitFitter, replay_horizon
 from .report import UnitReport, LSUVReport
 from .distributed import Ranks, PeerFailed, OutOfStep, orthogonal_
@@ -47,7 +47,7 @@ class SinglePass:
         if self.bar is not None: self.bar.update(len(self.order))
 
     def telemetry(self, x:Tensor) -> Tensor|None:
-        return telemetry(x, self.targets.mean, self.targets.std) if self.with_telemetry else None
+        return telemetry_sample(x) if self.with_telemetry else None
 
     def scratch(self, like:Tensor) -> Tensor:
         "A buffer shaped like `like` that no one else holds: the last one, if it fits, else a new one (one at a time)"
@@ -114,11 +114,9 @@ def _fraction(t): return t[1] / t[0] if t and t[0] else math.nan
 def telemetry_on_host(self:SinglePass) -> dict:
     "`{(fitter id, 'before'|'after'): [count, near zero, histogram...]}` of every fitter, summed over the ranks"
     if not self.with_telemetry: return {}
-    zero = torch.zeros(2 + HIST_BINS, dtype=torch.float64)
     keys = [(id(f), when) for f in self.fitters for when in ('before', 'after')]
-    ts = [f.tele.get(when) for f in self.fitters for when in ('before', 'after')]
-    device = next((t.device for t in ts if t is not None), zero.device)
-    rows = self.ranks.total(torch.stack([zero.to(device) if t is None else t for t in ts])).tolist()
+    samples = [f.tele.get(when) for f in self.fitters for when in ('before', 'after')]
+    rows = self.ranks.total(telemetry(samples, self.targets.mean, self.targets.std)).tolist()
     return dict(zip(keys, rows))
 
 @patch
