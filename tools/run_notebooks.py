@@ -5,7 +5,8 @@ Cells marked `#| notest` (the demo's full results) are not run and keep the outp
 nbs/, as a reader would run it. Outside Jupyter, fastprogress draws its bars with carriage returns: the saved text is
 what a terminal shows at the end (the final table, not every redraw). `nbdev-clean` then strips metadata noise.
 Usage: python tools/run_notebooks.py [names...]"""
-import json, re, subprocess, sys
+import json, re, sys
+from nbdev.clean import nbdev_clean
 from nbdev.config import get_config
 from nbdev.test import test_nb
 
@@ -31,7 +32,8 @@ def main(names):
     for p in chosen:
         if test_nb(p, skip_flags=cfg.tst_flags.split(), save=True, do_print=True)[0]: settle_progress_bars(p)
         else: failed.append(p.name)
-    subprocess.run(['nbdev-clean'], check=True)
+    # In-process, so the tool works with the environment's python alone (no activated venv putting nbdev-clean on PATH)
+    nbdev_clean()
     if failed: sys.exit(f'failed: {failed}')
 
 if __name__ == '__main__': main(sys.argv[1:])
