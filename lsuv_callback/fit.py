@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
-from .units import LSUVError, Unit, is_norm_layer
+from .units import LSUVError, Unit, is_norm_layer, is_sharded
 from .measure import finest_tol
 
 # %% auto #0
@@ -62,6 +62,10 @@ def _slice(x, n, k):
     return x
 
 # %% ../nbs/00d_fit.ipynb #879c687d
+def _versions(args:tuple) -> tuple:
+    "The version counters of the tensors in `args`: they change when a tensor is changed in place"
+    return tuple(a._version for a in args if isinstance(a, Tensor))
+
 def _rebound(out:Tensor, new:Tensor) -> Tensor:
     "`out` holding `new`'s values, by taking its storage (no copy), so every reference to `out` sees them; `new` if it cannot"
     if new is out: return out
@@ -73,8 +77,9 @@ class UnitOutputs:
     def __init__(self, fitter:UnitFitter, module:nn.Module, args:tuple, kwargs:dict, out:Tensor):
         self.fitter, self.unit, self.module, self.out = fitter, fitter.unit, module, out
         # a re-run must see the arguments before the module's own pre-hooks, which it runs again
-        self.args, self.kwargs = fitter.raw_calls.get(id(module), (args, kwargs))
+        self.args, self.kwargs, _ = fitter.raw_calls.get(id(module), (args, kwargs, None))
         self.base = self._base_output(args, kwargs)
+        self.base_in = self._base_input() if self.base is not None and self.unit.base is not module else None
         self.lone = self.unit.base is module and known_linear(module) and not fitter.user_hooks
         self.released = False
 
@@ -88,6 +93,13 @@ class UnitOutputs:
         if base._version != version: return None
         if not u.chained and not self._replays(base): return None
         return base if self._scales_linearly(base_args, base_kwargs, base) else None
+
+    def _base_input(self):
+        "The base's own arguments, if they are still as it saw them and the base can be called on its own (else `None`)"
+        # FSDP gathers sharded parameters in the hooks of the module it wraps, and shards them again after its forward
+        if any(is_sharded(p) for p in self.unit.base.parameters()): return None
+        args, kwargs, versions = self.fitter.raw_calls.get(id(self.unit.base), (None, None, None))
+        return (args, kwargs) if args is not None and _versions(args) == versions else None
 
     def _replays(self, base):
         "Does the tail, replayed on a slice of `base`, give the unit's output on that slice?"
@@ -121,8 +133,11 @@ class UnitOutputs:
         return Trial(c, out, *self.fitter.measured(out))
 
     def run_unit(self, c:Correction) -> Tensor:
-        "The unit's output under `c`, computed by the unit itself with its knobs moved: exactly what the model will compute"
-        with self.fitter.busy(), knobs_moved(self.unit.moves(c.scale, c.shift)): return self.module(*self.args, **self.kwargs)
+        "The unit's output under `c`, computed by the unit with its knobs moved: exactly what the model will compute"
+        with self.fitter.busy(), knobs_moved(self.unit.moves(c.scale, c.shift)):
+            # No knob is before the base: a block's layers before it (its conv, under a norm) would give the same again
+            if self.base_in is not None: return self.unit.replay(self.unit.base(*self.base_in[0], **self.base_in[1]))
+            return self.module(*self.args, **self.kwargs)
 
     def rerun(self, c:Correction) -> Trial:
         self.release()
@@ -205,7 +220,7 @@ class UnitFitter:
 
     def keep_call(self, module, args, kwargs):
         "Forward pre-hook, run before the module's other pre-hooks: the arguments a re-run must call it with"
-        if not self._busy: self.raw_calls[id(module)] = (args, kwargs)
+        if not self._busy: self.raw_calls[id(module)] = (args, kwargs, _versions(args))
 
     def keep_base(self, module, args, kwargs, out):
         if self._busy or not isinstance(out, Tensor): return
@@ -329,12 +344,16 @@ def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
     "Hand on `best` if it meets the targets, else leave the unit exactly as it was; return the output to hand on"
     t, shifts = self.run.targets, self.unit.shift is not None
     self.converged = t.met(best.m, best.s, shifts)
+    predicted = self.converged and best.out is None
     if self.converged: best = outs.handed_on(best)
     else:
         self.note = (self.note or self.why_missed(f'not converged in max_iter={self.run.max_iter} corrections', best)) + ': left unchanged'
         best = Trial(Correction(), outs.original(), *self.before)
-    self.correction, self.after = best.c, (best.m, best.s)
-    self.tele['after'] = self.tele['before'] if best.c.moves_nothing else self.run.telemetry(best.out)
+    self.correction, self.after, before = best.c, (best.m, best.s), self.tele['before']
+    if best.c.moves_nothing: self.tele['after'] = before
+    # A prediction made real in place moved every value alike: its sample is the first one, moved the same way
+    elif predicted and before is not None: self.tele['after'] = before.mul(best.c.scale).add_(best.c.offset)
+    else: self.tele['after'] = self.run.telemetry(best.out)
     return best.out
 
 @patch

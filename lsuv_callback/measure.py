@@ -11,6 +11,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import torch
 from torch import nn, Tensor
+from torch.nn.utils.rnn import pad_sequence
 from .units import LSUVError
 
 # %% auto #0
@@ -33,12 +34,13 @@ def measuring_mode(model:nn.Module):
     "Put `model` in eval mode, but its batch-statistics norms in train mode, with autocast off; restore every module's mode on exit"
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    for m in model.modules():
+    for m, _ in modes:
         if uses_batch_stats(m): m.training = True
     try:
         with _no_autocast(model): yield model
     finally:
-        for m, t in modes: m.training = t
+        for m, t in modes:
+            if m.training != t: m.training = t
 
 # %% ../nbs/00c_measure.ipynb #d2b22f75
 def _flat(x:Tensor) -> Tensor:
@@ -87,13 +89,15 @@ def telemetry(samples:list, target_mean:float=0., target_std:float=1.) -> Tensor
     device = samples[have[0]].device if have else None
     rows = torch.zeros(len(samples), 2 + HIST_BINS, dtype=torch.float64, device=device)
     if not have: return rows
-    x = torch.cat([samples[i] for i in have])
+    # The samples as the rows of one table (the short ones padded), so that each count is one operation over the table
+    x = pad_sequence([samples[i] for i in have], batch_first=True, padding_value=math.inf)
     counts = torch.tensor([len(samples[i]) for i in have], device=device)
-    row = torch.repeat_interleave(torch.arange(len(have), device=device), counts)
-    near = torch.bincount(row[x.abs() < NEAR_ZERO*target_std], minlength=len(have))
-    # In place on the concatenated copy, and each row's bins offset by its row: one bincount counts every histogram
-    bins = x.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1).long()
-    hist = torch.bincount(bins.add_(row, alpha=HIST_BINS), minlength=len(have)*HIST_BINS).view(len(have), HIST_BINS)
+    near = (x.abs() < NEAR_ZERO*target_std).sum(1)
+    bins = x.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
+    # The padding counts in an extra bin past the last, and each row's bins are offset by its row: one bincount counts all
+    bins.masked_fill_(torch.arange(x.shape[1], device=device) >= counts[:, None], HIST_BINS)
+    bins = bins.int().add_(torch.arange(len(have), device=device, dtype=torch.int32)[:, None], alpha=HIST_BINS + 1)
+    hist = torch.bincount(bins.view(-1), minlength=len(have)*(HIST_BINS + 1)).view(len(have), HIST_BINS + 1)[:, :HIST_BINS]
     rows[torch.tensor(have, device=device)] = torch.cat([counts[:, None], near[:, None], hist], 1).double()
     return rows
 

@@ -152,7 +152,7 @@ def commit(self:SinglePass):
 def kept_buffers(model:nn.Module, units:list[Unit]):
     "Every buffer of `model` but the units' knobs, exactly as it was after the block, whatever happens in it"
     knobs = {id(k.value) for u in units for k in u.knobs if k.is_tensor}
-    saved = [(b, b.detach().clone()) for b in model.buffers() if id(b) not in knobs]
+    saved = [(b, b.clone()) for b in model.buffers() if id(b) not in knobs]
     try: yield
     finally:
         with torch.no_grad():

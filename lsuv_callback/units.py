@@ -15,7 +15,7 @@ from torch import nn, Tensor
 from torch.nn.utils import parametrize
 
 # %% auto #0
-__all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'Knob', 'submodules', 'is_weight_layer',
+__all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'Knob', 'own_attr', 'submodules', 'is_weight_layer',
            'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit',
            'unwrap', 'find_units', 'names_of', 'frozen', 'is_sharded', 'all_zero', 'zero_init', 'tied_elsewhere',
            'fixed_scale', 'shared_with_earlier', 'choose_units', 'lsuv_units']
@@ -66,34 +66,44 @@ class Knob:
 _norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 _embedding_types = (nn.Embedding, nn.EmbeddingBag)
 
+def own_attr(m:nn.Module, attr:str):
+    "`m`'s attribute `attr`, or `None`"
+    # Read from the module's dicts first: `getattr` on a module without the attribute raises inside `Module.__getattr__`,
+    # which costs more than everything else in the search for units
+    for d in (m._parameters, m._buffers, m.__dict__):
+        if attr in d: return d[attr]
+    return getattr(m, attr, None) if hasattr(type(m), attr) else None
+
+def _parametrized(m): return 'parametrizations' in m._modules and parametrize.is_parametrized(m)
+
 def submodules(m:nn.Module) -> list:
     "`m`'s children, without the container a parametrization (weight norm, spectral norm) adds to a layer"
-    return [c for n, c in m.named_children() if not (n == 'parametrizations' and parametrize.is_parametrized(m))]
+    return [c for n, c in m._modules.items() if c is not None and not (n == 'parametrizations' and _parametrized(m))]
 
 def is_weight_layer(m:nn.Module) -> bool:
     "Does `m` map its input affinely through a floating `weight` of its own, of 2 or more dimensions (linear, conv, alike)?"
     if isinstance(m, _norm_types + _embedding_types) or submodules(m): return False
-    if parametrize.is_parametrized(m, 'weight'): return True
-    w = getattr(m, 'weight', None)
+    if _parametrized(m) and parametrize.is_parametrized(m, 'weight'): return True
+    w = own_attr(m, 'weight')
     return isinstance(w, Tensor) and w.is_floating_point() and w.ndim >= 2
 
 def is_norm_layer(m:nn.Module) -> bool: return isinstance(m, _norm_types)
 
 def has_sub(m:nn.Module) -> bool:
     "Does `m` look like a `GeneralRelu` whose `sub` can shift its output?"
-    return getattr(m, 'sub', None) is not None and not list(m.children())
+    return own_attr(m, 'sub') is not None and not m._modules
 
 # %% ../nbs/00a_units.ipynb #623e391f
 def weight_source(m:nn.Module) -> tuple:
     "`(holder, attr, raw)`: where the scale of weight layer `m`'s weight really lives (`None`s if a norm fixes it), and its raw weight"
-    if hasattr(m, 'weight_g'): return m, 'weight_g', m.weight_v # torch.nn.utils.weight_norm: weight = g * v/|v|
-    if hasattr(m, 'weight_mask'): return m, 'weight_orig', m.weight_orig # torch.nn.utils.prune: weight = orig * mask
-    if hasattr(m, 'weight_orig'): return None, None, m.weight_orig # torch.nn.utils.spectral_norm: weight = w/sigma(w)
-    if parametrize.is_parametrized(m, 'weight'):
+    if own_attr(m, 'weight_g') is not None: return m, 'weight_g', m.weight_v # torch.nn.utils.weight_norm: weight = g * v/|v|
+    if own_attr(m, 'weight_mask') is not None: return m, 'weight_orig', m.weight_orig # torch.nn.utils.prune: weight = orig * mask
+    if own_attr(m, 'weight_orig') is not None: return None, None, m.weight_orig # torch.nn.utils.spectral_norm: weight = w/sigma(w)
+    if _parametrized(m) and parametrize.is_parametrized(m, 'weight'):
         ps = m.parametrizations.weight
         if len(ps) == 1 and type(ps[0]).__name__ == '_WeightNorm': return ps, 'original0', ps.original1
         return None, None, getattr(ps, 'original', None) # spectral norm, orthogonal, ...: the scale is not free
-    gain = getattr(m, 'gain', None)
+    gain = own_attr(m, 'gain')
     if isinstance(gain, nn.Parameter) and gain.is_floating_point() and gain.numel() == m.weight.shape[0] > 1:
         return m, 'gain', m.weight
     return m, 'weight', m.weight
@@ -146,14 +156,15 @@ class Unit:
         return f"Unit('{self.name}', {self.kind}, scale={[k.name for k in self.scale]}, shift={shift})"
 
 # %% ../nbs/00a_units.ipynb #a4f5e55d
-def _has_params(m): return next(m.parameters(recurse=False), None) is not None
+def _has_params(m): return any(p is not None for p in m._parameters.values())
 
 def block_layers(m:nn.Module) -> list|None:
     "The children of `m` if it is a conv block (one weight layer plus norms and parameter-free leaves), else `None`"
     kids = list(m.children())
     if len(kids) < 2 or any(submodules(k) for k in kids): return None
-    if sum(map(is_weight_layer, kids)) != 1: return None
-    if not all(is_weight_layer(k) or is_norm_layer(k) or not _has_params(k) for k in kids): return None
+    weights = [is_weight_layer(k) for k in kids]
+    if sum(weights) != 1: return None
+    if not all(w or is_norm_layer(k) or not _has_params(k) for w, k in zip(weights, kids)): return None
     # Only a Sequential runs its children in order; other modules qualify when they are 07a-style (weight, then GeneralRelu)
     if not isinstance(m, nn.Sequential) and not any(map(has_sub, kids)): return None
     return kids
@@ -183,7 +194,7 @@ def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
     names = {k:n for n,k in m.named_children()} | {m:''}
     w = next(k for k in layers if is_weight_layer(k))
     after_w = layers[layers.index(w)+1:]
-    norms = [k for k in after_w if is_norm_layer(k) and isinstance(getattr(k, 'weight', None), Tensor)]
+    norms = [k for k in after_w if is_norm_layer(k) and isinstance(own_attr(k, 'weight'), Tensor)]
     base = norms[-1] if norms else w
     after = layers[layers.index(base)+1:]
     scale = _weight_knobs(name, w, names) if base is w else _tensor_knobs(name, base, names)

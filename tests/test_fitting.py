@@ -102,3 +102,29 @@ def test_factor_after_the_activation_converges():
     assert all(u.iters >= 1 and u.mean_adjusted for u in report.units[:2])
     errors = off_target(report, model, xb)
     assert max(max(e) for e in errors.values()) <= 1e-3, errors
+
+# ------------------------------------------------------------------------------------------------------------- telemetry
+
+def test_report_histograms_are_those_of_a_fresh_pass():
+    """Each unit's 'after' histogram and near-zero fraction are those of its output in a fresh pass with the final weights:
+    for lone layers (corrected by prediction) and for a block (corrected by replay). Every output has at most 4096 values,
+    so the report's sample is the whole output"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64),
+                          nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU()), nn.Linear(32, 8))
+    xb = torch.randn(32, 16) * 3 + 1
+    report = lsuv_init(model, xb)
+    assert report.ok and {u.recompute for u in report.units} == {'replay'}
+    mods, outs = dict(model.named_modules()), {}
+    def keep(name): return lambda m, i, o: outs.update({name: o.double().flatten()}) # returns None: the output stays
+    handles = [mods[u.name].register_forward_hook(keep(u.name)) for u in report.units]
+    model.eval()
+    model[3][1].train()
+    with torch.no_grad(): model(xb)
+    for h in handles: h.remove()
+    for u in report.units:
+        o, bins = outs[u.name], len(u.hist_after)
+        lo, width = report.target_mean - report.hist_span, 2 * report.hist_span / bins
+        hist = torch.bincount(((o - lo) / width).floor().clamp(0, bins - 1).long(), minlength=bins).tolist()
+        assert sum(abs(a - b) for a, b in zip(hist, u.hist_after)) <= 2, (u.name, hist, u.hist_after)
+        assert u.near_zero_after == pytest.approx((o.abs() < 0.05).double().mean().item(), abs=1.5 / len(o)), u.name
