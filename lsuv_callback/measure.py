@@ -89,14 +89,13 @@ def telemetry(samples:list, target_mean:float=0., target_std:float=1.) -> Tensor
     device = samples[have[0]].device if have else None
     rows = torch.zeros(len(samples), 2 + HIST_BINS, dtype=torch.float64, device=device)
     if not have: return rows
-    # The samples as the rows of one table (the short ones padded), so that each count is one operation over the table
-    x = pad_sequence([samples[i] for i in have], batch_first=True, padding_value=math.inf)
+    # The samples as the rows of one table (the short ones padded with NaN), so that each count is one operation over it
+    x = pad_sequence([samples[i] for i in have], batch_first=True, padding_value=math.nan)
     counts = torch.tensor([len(samples[i]) for i in have], device=device)
-    near = (x.abs() < NEAR_ZERO*target_std).sum(1)
+    near = torch.count_nonzero(x.abs() < NEAR_ZERO*target_std, dim=1)
     bins = x.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
     # The padding counts in an extra bin past the last, and each row's bins are offset by its row: one bincount counts all
-    bins.masked_fill_(torch.arange(x.shape[1], device=device) >= counts[:, None], HIST_BINS)
-    bins = bins.int().add_(torch.arange(len(have), device=device, dtype=torch.int32)[:, None], alpha=HIST_BINS + 1)
+    bins = bins.nan_to_num_(HIST_BINS).int().add_(torch.arange(len(have), device=device, dtype=torch.int32)[:, None], alpha=HIST_BINS + 1)
     hist = torch.bincount(bins.view(-1), minlength=len(have)*(HIST_BINS + 1)).view(len(have), HIST_BINS + 1)[:, :HIST_BINS]
     rows[torch.tensor(have, device=device)] = torch.cat([counts[:, None], near[:, None], hist], 1).double()
     return rows

@@ -277,19 +277,33 @@ def is_sharded(t:Tensor) -> bool:
     dt = sys.modules.get('torch.distributed.tensor')
     return dt is not None and isinstance(t, dt.DTensor)
 
-def all_zero(t:Tensor) -> bool:
-    "Is every element of `t` zero? A strided sample answers for almost every weight, with no pass over the whole tensor"
-    if is_sharded(t): return not t.any() # a shard may be empty: ask the whole tensor
-    flat = t.detach().reshape(-1)
-    if flat[::max(1, flat.numel() // 1024)].any(): return False
-    lo, hi = torch.aminmax(flat) if flat.numel() else (flat.new_zeros(()), flat.new_zeros(()))
+def _sampled_nonzero(flats:list) -> list[bool]:
+    "Does an evenly strided sample of each flat tensor in `flats` hold a nonzero value?"
+    if not flats: return []
+    # One `_foreach_norm` reads every sample: a call per tensor would cost more than reading its sample
+    norms = torch._foreach_norm([f[::max(1, f.numel() // 1024)] for f in flats])
+    return torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).ne(0).tolist()
+
+def _whole_zero(flat:Tensor) -> bool:
+    if not flat.numel(): return True
+    lo, hi = torch.aminmax(flat)
     return bool(lo == 0) and bool(hi == 0)
+
+def all_zero(ts:list) -> list[bool]:
+    "Is each tensor in `ts` all zeros? Strided samples answer for almost every weight; only a tensor whose sample is zero is read whole"
+    flats = {id(t): t.detach().reshape(-1) for t in ts if not is_sharded(t)}
+    nonzero = dict(zip(flats, _sampled_nonzero(list(flats.values()))))
+    # a shard may be empty: ask the whole sharded tensor
+    return [not t.any() if id(t) not in flats else not nonzero[id(t)] and _whole_zero(flats[id(t)]) for t in ts]
 
 def zero_init(model, units) -> dict:
     "Units with a scale that is all zeros"
+    scales = {u: _scales(u) for u in units}
+    tensors = list({id(t): t for ts in scales.values() for t in ts}.values())
+    zero = {id(t) for t, z in zip(tensors, all_zero(tensors)) if z}
     return {u: "are zero-initialised on purpose (the last norm of a residual branch, a zero-init head) and are left "
                "unchanged: name them in `modules=` to initialise them anyway"
-            for u in units if any(all_zero(t) for t in {id(t): t for t in _scales(u)}.values())}
+            for u in units if any(id(t) in zero for t in scales[u])}
 
 def _holders(model):
     "Every path in `model` to each parameter and buffer (by the tensor's id) and to each module (by its id): a module used twice has two"
