@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/fit.html.md"""
 
 # %% ../nbs/00d_fit.ipynb #104b2505
 from __future__ import annotations
-import math
+import functools, math
 from contextlib import contextmanager, ExitStack
 from dataclasses import dataclass
 from fastcore.basics import patch
@@ -51,8 +51,11 @@ _linear_types = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Con
 def known_linear(m:nn.Module) -> bool:
     "Is `m` one of torch's layers (not a subclass with its own `forward`), whose output is linear in its weight and bias?"
     t = type(m)
-    return any(t.forward is c.forward and getattr(t, '_conv_forward', None) is getattr(c, '_conv_forward', None)
-               for c in _linear_types)
+    return _known_linear_forward(t.forward, getattr(t, '_conv_forward', None))
+
+@functools.lru_cache(maxsize=1024) # asked at every call of every unit; the answer depends only on the class's methods
+def _known_linear_forward(forward, conv_forward) -> bool:
+    return any(forward is c.forward and conv_forward is getattr(c, '_conv_forward', None) for c in _linear_types)
 
 def _slice(x, n, k):
     "The first `k` samples of every tensor in `x` with a batch dimension of `n`"
@@ -96,8 +99,7 @@ class UnitOutputs:
 
     def _base_input(self):
         "The base's own arguments, if they are still as it saw them and the base can be called on its own (else `None`)"
-        # FSDP gathers sharded parameters in the hooks of the module it wraps, and shards them again after its forward
-        if any(is_sharded(p) for p in self.unit.base.parameters()): return None
+        if not self.fitter.base_alone: return None
         args, kwargs, versions = self.fitter.raw_calls.get(id(self.unit.base), (None, None, None))
         return (args, kwargs) if args is not None and _versions(args) == versions else None
 
@@ -206,6 +208,8 @@ class UnitFitter:
         # any hook of the user's would see a probe's slice of the batch as if the model ran on it
         self.user_hooks = bool(unit.base._forward_hooks)
         self.probe_ok = not (unit.base._forward_hooks or unit.base._forward_pre_hooks)
+        # FSDP gathers sharded parameters in the hooks of the module it wraps, and shards them again after its forward
+        self.base_alone = not any(map(is_sharded, unit.base.parameters()))
         self.correction, self.calls, self.iters, self.tries = Correction(), 0, 0, 0
         self.converged, self.note, self.recompute, self.gain = False, '', '', unit.gain
         self.before = self.after = (math.nan, math.nan)

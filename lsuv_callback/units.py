@@ -15,7 +15,7 @@ from torch import nn, Tensor
 from torch.nn.utils import parametrize
 
 # %% auto #0
-__all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'Knob', 'own_attr', 'submodules', 'is_weight_layer',
+__all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'own_attr', 'Knob', 'submodules', 'is_weight_layer',
            'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit',
            'unwrap', 'find_units', 'names_of', 'frozen', 'is_sharded', 'all_zero', 'zero_init', 'tied_elsewhere',
            'fixed_scale', 'shared_with_earlier', 'choose_units', 'lsuv_units']
@@ -31,6 +31,14 @@ class LSUVWarning(UserWarning):
     "A unit's target was not met, or a unit was left alone"
 
 # %% ../nbs/00a_units.ipynb #71e9948b
+def own_attr(m:nn.Module, attr:str):
+    "`m`'s attribute `attr`, or `None`"
+    # Read from the module's dicts first: `getattr` on a module without the attribute raises inside `Module.__getattr__`,
+    # which costs more than everything else in the search for units
+    for d in (m._parameters, m._buffers, m.__dict__):
+        if attr in d: return d[attr]
+    return getattr(m, attr, None) if hasattr(type(m), attr) else None
+
 @dataclass(eq=False)
 class Knob:
     "Attribute `attr` of `module`, known in the model as `name`: a tensor LSUV moves in place, or a float it replaces"
@@ -39,7 +47,7 @@ class Knob:
     name: str
 
     @property
-    def value(self): return getattr(self.module, self.attr)
+    def value(self): return own_attr(self.module, self.attr)
     @property
     def is_tensor(self): return isinstance(self.value, Tensor)
 
@@ -65,14 +73,6 @@ class Knob:
 # %% ../nbs/00a_units.ipynb #7953f560
 _norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 _embedding_types = (nn.Embedding, nn.EmbeddingBag)
-
-def own_attr(m:nn.Module, attr:str):
-    "`m`'s attribute `attr`, or `None`"
-    # Read from the module's dicts first: `getattr` on a module without the attribute raises inside `Module.__getattr__`,
-    # which costs more than everything else in the search for units
-    for d in (m._parameters, m._buffers, m.__dict__):
-        if attr in d: return d[attr]
-    return getattr(m, attr, None) if hasattr(type(m), attr) else None
 
 def _parametrized(m): return 'parametrizations' in m._modules and parametrize.is_parametrized(m)
 
