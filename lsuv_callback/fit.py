@@ -35,6 +35,11 @@ class Correction:
     @property
     def moves_nothing(self) -> bool: return self.scale == 1 and self.shift == 0
 
+    def apply_(self, out:Tensor) -> Tensor:
+        "`out`, a lone layer's output, made what the layer outputs under this correction: `out*scale + offset`, in place"
+        out.mul_(self.scale)
+        return out.add_(self.offset) if self.offset else out
+
 @contextmanager
 def knobs_moved(moves:list):
     "Each `(knob, a, d)` of `moves` moved inside the `with` block, and exactly as it was after it"
@@ -165,8 +170,7 @@ class UnitOutputs:
         ones, which the tensor has up to rounding, so it needs no second measurement (under `torch.distributed`, no
         second message)"""
         if best.out is not None: return Trial(best.c, _rebound(self.out, best.out), best.m, best.s)
-        self.out.mul_(best.c.scale)
-        if best.c.offset: self.out.add_(best.c.offset)
+        best.c.apply_(self.out)
         self.modified = True
         return Trial(best.c, self.out, best.m, best.s)
 
@@ -356,7 +360,7 @@ def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
     self.correction, self.after, before = best.c, (best.m, best.s), self.tele['before']
     if best.c.moves_nothing: self.tele['after'] = before
     # A prediction made real in place moved every value alike: its sample is the first one, moved the same way
-    elif predicted and before is not None: self.tele['after'] = before.mul(best.c.scale).add_(best.c.offset)
+    elif predicted and before is not None: self.tele['after'] = best.c.apply_(before.clone())
     else: self.tele['after'] = self.run.telemetry(best.out)
     return best.out
 

@@ -109,7 +109,8 @@ def telemetry(samples:list, target_mean:float=0., target_std:float=1.) -> Tensor
     near = torch.count_nonzero(x.abs() < NEAR_ZERO*target_std, dim=1)
     bins = x.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
     # The padding counts in an extra bin past the last, and each row's bins are offset by its row: one bincount counts all
-    bins = bins.nan_to_num_(HIST_BINS).int().add_(torch.arange(len(have), device=device, dtype=torch.int32)[:, None], alpha=HIST_BINS + 1)
+    row = torch.arange(len(have), device=device, dtype=torch.int32)[:, None]
+    bins = bins.nan_to_num_(HIST_BINS).int().add_(row, alpha=HIST_BINS + 1)
     hist = torch.bincount(bins.view(-1), minlength=len(have)*(HIST_BINS + 1)).view(len(have), HIST_BINS + 1)[:, :HIST_BINS]
     rows[torch.tensor(have, device=device)] = torch.cat([counts[:, None], near[:, None], hist], 1).double()
     return rows

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
-from .units import LSUVError, Unit, is_sharded
+from .units import LSUVError, Unit
 from .batch import call_model
 from .measure import (Targets, measuring_mode, moments, centred_square_sum, mean_var, precise_enough, telemetry,
                                    telemetry_sample, HIST_SPAN)
@@ -142,14 +142,8 @@ def report(self:SinglePass, batch:dict, elapsed:float) -> LSUVReport:
 @torch.no_grad()
 def commit(self:SinglePass):
     "Move every unit's knobs by its correction, for good (in place, shard by shard for a sharded parameter)"
-    moves = [m for f in self.fitters for m in f.unit.moves(f.correction.scale, f.correction.shift) if m[1] != 1 or m[2]]
-    # One foreach call scales every plain tensor knob, and one shifts them: a call per knob costs more than the knob
-    plain = [(k.value, a, d) for k, a, d in moves if k.is_tensor and not is_sharded(k.value)]
-    scaled, shifted = [(t, a) for t, a, _ in plain if a != 1], [(t, d) for t, _, d in plain if d]
-    if scaled: torch._foreach_mul_(*map(list, zip(*scaled)))
-    if shifted: torch._foreach_add_(*map(list, zip(*shifted)))
-    for k, a, d in moves:
-        if not k.is_tensor or is_sharded(k.value): k.move(a, d)
+    for f in self.fitters:
+        for k, a, d in f.unit.moves(f.correction.scale, f.correction.shift): k.move(a, d)
     # An autocast region around `lsuv_init` keeps low-precision copies of the weights it has used: they are stale now
     torch.clear_autocast_cache()
 
