@@ -11,7 +11,7 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
-from .units import find_units, lsuv_units, unwrap
+from .units import find_units, lsuv_units, unwrap, walked_once
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
 from .report import LSUVReport
@@ -38,18 +38,19 @@ def lsuv_init(
 ) -> LSUVReport:
     "Initialise `model` with LSUV on `xb` in a single forward pass; return the per-unit report"
     start, model = time.perf_counter(), unwrap(model)
-    targets = check_settings(model, tol, target_mean, target_std, max_iter)
-    units = lsuv_units(model, modules)
-    ranks = Ranks(model_device_dtype(model)[0])
-    with kept_buffers(model, units), failing_together(ranks):
-        args, kwargs = prepare_batch(xb, model)
-        seed = ranks.agree_to_start(model, seed=orthonormal)
-        with orthonormal_start(units, seed) if orthonormal else nullcontext():
-            single = SinglePass(model, units, targets, max_iter, telemetry, ranks, progress)
-            single.run(args, kwargs)
-            report = single.report(describe_batch(args, kwargs), time.perf_counter() - start)
-            report.warn()
-            single.commit()
+    with walked_once(): # the stages below read the module tree: one walk serves them all
+        targets = check_settings(model, tol, target_mean, target_std, max_iter)
+        units = lsuv_units(model, modules)
+        ranks = Ranks(model_device_dtype(model)[0])
+        with kept_buffers(model, units), failing_together(ranks):
+            args, kwargs = prepare_batch(xb, model)
+            seed = ranks.agree_to_start(model, seed=orthonormal)
+            with orthonormal_start(units, seed) if orthonormal else nullcontext():
+                single = SinglePass(model, units, targets, max_iter, telemetry, ranks, progress)
+                single.run(args, kwargs)
+                report = single.report(describe_batch(args, kwargs), time.perf_counter() - start)
+                report.warn()
+                single.commit()
     return report
 
 # %% ../nbs/00_core.ipynb #41adf539

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
-from .units import LSUVError, Unit, is_norm_layer, is_sharded
+from .units import LSUVError, Unit, is_norm_layer, is_sharded, modules_of, tensors_of
 from .measure import finest_tol
 
 # %% auto #0
@@ -37,7 +37,7 @@ class Correction:
 
     def apply_(self, out:Tensor) -> Tensor:
         "`out`, a lone layer's output, made what the layer outputs under this correction: `out*scale + offset`, in place"
-        out.mul_(self.scale)
+        if self.scale != 1: out.mul_(self.scale)
         return out.add_(self.offset) if self.offset else out
 
 @contextmanager
@@ -202,10 +202,11 @@ class Trial:
 class UnitFitter:
     "The forward hook that fits one `Unit` on its first call, and gives its later calls the same correction"
     def __init__(self, unit:Unit, run):
-        # `run`: the pass (`SinglePass`): `targets`, `max_iter`, `stopped`, `telemetry(x)`, `measure(fitter, x, flag)`,
-        # `starting(fitter)`, `reruns(fitter, n, dtype)`, `finished(fitter)`, `failed(e)`, `scratch(like)`, `give_away(t)`
+        # `run`: the pass (`SinglePass`): `targets`, `max_iter`, `stopped`, `measure(fitter, x, flag)`, `starting(fitter)`,
+        # `reruns(fitter, n, dtype)`, `finished(fitter)`, `failed(e)`, `scratch(like)`, `give_away(t)`,
+        # `sample(fitter, when, x)`, `sample_moved(fitter, c)`
         self.unit, self.run = unit, run
-        inside = set(unit.base.modules())
+        inside = set(modules_of(unit.base))
         self.tail_knobs = [k for k in unit.knobs if k.module not in inside]
         self.tail_in_place = any(getattr(m, 'inplace', False) for m in unit.tail)
         # A forward hook of the user's on the base may change its output (it is then no longer known to be linear), and
@@ -213,11 +214,21 @@ class UnitFitter:
         self.user_hooks = bool(unit.base._forward_hooks)
         self.probe_ok = not (unit.base._forward_hooks or unit.base._forward_pre_hooks)
         # FSDP gathers sharded parameters in the hooks of the module it wraps, and shards them again after its forward
-        self.base_alone = not any(map(is_sharded, unit.base.parameters()))
+        self.base_alone = not any(map(is_sharded, tensors_of(unit.base)))
         self.correction, self.calls, self.iters, self.tries = Correction(), 0, 0, 0
         self.converged, self.note, self.recompute, self.gain = False, '', '', unit.gain
         self.before = self.after = (math.nan, math.nan)
-        self.tele, self.base_call, self.raw_calls, self.input, self._busy = {}, None, {}, None, False
+        self.base_call, self.raw_calls, self.input, self._busy = None, {}, None, False
+        # A forward hook sees a module's arguments after its pre-hooks: a pre-hook of ours, run first, keeps them as they
+        # came, on the modules that have pre-hooks (a re-run runs those again)
+        self.pre_hooked = [m for m in dict.fromkeys([unit.module, unit.base]) if m._forward_pre_hooks]
+
+    def hook(self) -> list:
+        "Register the fitter's hooks (first of the unit's pre-hooks, last of its forward hooks); return their handles"
+        hs = [m.register_forward_pre_hook(self.keep_call, with_kwargs=True, prepend=True) for m in self.pre_hooked]
+        hs.append(self.unit.module.register_forward_hook(self, with_kwargs=True))
+        if self.unit.base is not self.unit.module: hs.append(self.unit.base.register_forward_hook(self.keep_base, with_kwargs=True))
+        return hs
 
     @contextmanager
     def busy(self):
@@ -232,6 +243,7 @@ class UnitFitter:
 
     def keep_base(self, module, args, kwargs, out):
         if self._busy or not isinstance(out, Tensor): return
+        if module not in self.pre_hooked: self.raw_calls[id(module)] = (args, kwargs, _versions(args))
         self.base_call = (args, kwargs, out.clone() if self.tail_in_place else out, out._version)
 
     def __call__(self, module, args, kwargs, out):
@@ -261,7 +273,8 @@ def fit(self:UnitFitter, outs:UnitOutputs) -> Tensor:
     "Correct the unit until its output meets the targets; return the output to hand on"
     self.run.starting(self)
     m, s, n, replayable = self.run.measure(self, outs.out, flag=outs.base is not None)
-    self.before, self.tele['before'] = (m, s), self.run.telemetry(outs.out)
+    self.before = (m, s)
+    self.run.sample(self, 'before', outs.out)
     best = Trial(Correction(), outs.out, m, s)
     if not n: self.note = 'its output is empty: no sample reached it in this pass'
     phases = [] if self.note else self.phases(outs, self.run.reruns(self, n, outs.out.dtype), replayable)
@@ -357,11 +370,10 @@ def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
     else:
         self.note = (self.note or self.why_missed(f'not converged in max_iter={self.run.max_iter} corrections', best)) + ': left unchanged'
         best = Trial(Correction(), outs.original(), *self.before)
-    self.correction, self.after, before = best.c, (best.m, best.s), self.tele['before']
-    if best.c.moves_nothing: self.tele['after'] = before
+    self.correction, self.after = best.c, (best.m, best.s)
     # A prediction made real in place moved every value alike: its sample is the first one, moved the same way
-    elif predicted and before is not None: self.tele['after'] = best.c.apply_(before.clone())
-    else: self.tele['after'] = self.run.telemetry(best.out)
+    if best.c.moves_nothing or predicted: self.run.sample_moved(self, best.c)
+    else: self.run.sample(self, 'after', best.out)
     return best.out
 
 @patch

@@ -11,13 +11,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import torch
 from torch import nn, Tensor
-from torch.nn.utils.rnn import pad_sequence
-from .units import LSUVError
+from .units import LSUVError, modules_of, tensors_of
 
 # %% auto #0
 __all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'uses_batch_stats', 'measuring_mode', 'moments',
-           'centred_square_sum', 'mean_var', 'precise_enough', 'mean_std', 'telemetry_sample', 'telemetry', 'Targets',
-           'finest_tol', 'default_tol', 'check_settings']
+           'centred_square_sum', 'mean_var', 'precise_enough', 'mean_std', 'telemetry_table', 'telemetry_sample',
+           'telemetry', 'Targets', 'finest_tol', 'default_tol', 'check_settings']
 
 # %% ../nbs/00c_measure.ipynb #f09b257a
 def uses_batch_stats(m:nn.Module) -> bool:
@@ -37,7 +36,7 @@ def _sets_mode_as_torch(m:nn.Module) -> bool:
 @contextmanager
 def measuring_mode(model:nn.Module):
     "Put `model` in eval mode, but its batch-statistics norms in train mode, with autocast off; restore every module's mode on exit"
-    modes = [(m, m.training) for m in model.modules()]
+    modes = [(m, m.training) for m in modules_of(model)]
     # `Module.__setattr__` costs more than a small layer's forward. When no module has a `train` or `__setattr__` of its
     # own, writing each mode into the module's dict is exactly what `model.eval()` and the restore would do
     direct = all(_sets_mode_as_torch(m) for m, _ in modes)
@@ -92,28 +91,27 @@ NEAR_ZERO = 0.05 # |activation| below this counts as "near zero", relative to th
 HIST_BINS, HIST_SPAN = 50, 5. # the histograms cover target_mean +- HIST_SPAN * target_std
 TELEMETRY_SAMPLE = 2**12
 
-def telemetry_sample(x:Tensor) -> Tensor:
-    "An evenly strided fp32 copy of at most `TELEMETRY_SAMPLE` values of `x` (a copy: `x` may be corrected in place later)"
-    x = x.detach().reshape(-1)
-    return x[::max(1, -(-x.numel() // TELEMETRY_SAMPLE))].to(torch.float32, copy=True)
+def telemetry_table(n:int, device=None) -> Tensor:
+    "Room for `n` samples: `n` fp32 rows of `TELEMETRY_SAMPLE` values, NaN where nothing was sampled"
+    return torch.full((n, TELEMETRY_SAMPLE), math.nan, device=device)
 
-def telemetry(samples:list, target_mean:float=0., target_std:float=1.) -> Tensor:
-    "One fp64 row `[count, count near zero, histogram...]` per sample in `samples` (a row of zeros for `None`), all at once"
-    have = [i for i, x in enumerate(samples) if x is not None]
-    device = samples[have[0]].device if have else None
-    rows = torch.zeros(len(samples), 2 + HIST_BINS, dtype=torch.float64, device=device)
-    if not have: return rows
-    # The samples as the rows of one table (the short ones padded with NaN), so that each count is one operation over it
-    x = pad_sequence([samples[i] for i in have], batch_first=True, padding_value=math.nan)
-    counts = torch.tensor([len(samples[i]) for i in have], device=device)
-    near = torch.count_nonzero(x.abs() < NEAR_ZERO*target_std, dim=1)
-    bins = x.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
-    # The padding counts in an extra bin past the last, and each row's bins are offset by its row: one bincount counts all
-    row = torch.arange(len(have), device=device, dtype=torch.int32)[:, None]
+def telemetry_sample(x:Tensor, row:Tensor) -> Tensor:
+    "An evenly strided sample of at most `TELEMETRY_SAMPLE` values of `x`, copied into `row` (`x` may be corrected in place later); the part of `row` it fills"
+    x = x.detach().reshape(-1)
+    x = x[::max(1, -(-x.numel() // TELEMETRY_SAMPLE))]
+    return row[:len(x)].copy_(x)
+
+def telemetry(table:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor:
+    "One fp64 row `[count, count near zero, histogram...]` per row of `table`, all at once (the table is used up)"
+    n, width = table.shape
+    # a sum of 0/1 floats: on the CPU, `count_nonzero` of a boolean table along a dimension is twice as slow
+    near = table.abs().lt_(NEAR_ZERO*target_std).sum(1)
+    bins = table.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
+    # NaN counts in an extra bin past the last, and each row's bins are offset by its row: one bincount counts all
+    row = torch.arange(n, device=table.device, dtype=torch.int32)[:, None]
     bins = bins.nan_to_num_(HIST_BINS).int().add_(row, alpha=HIST_BINS + 1)
-    hist = torch.bincount(bins.view(-1), minlength=len(have)*(HIST_BINS + 1)).view(len(have), HIST_BINS + 1)[:, :HIST_BINS]
-    rows[torch.tensor(have, device=device)] = torch.cat([counts[:, None], near[:, None], hist], 1).double()
-    return rows
+    hist = torch.bincount(bins.view(-1), minlength=n*(HIST_BINS + 1)).view(n, HIST_BINS + 1)
+    return torch.cat([(width - hist[:, HIST_BINS:]), near[:, None], hist[:, :HIST_BINS]], 1).double()
 
 # %% ../nbs/00c_measure.ipynb #b8b54939
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def finest_tol(dtype:torch.dtype) -> float:
 
 def default_tol(model:nn.Module) -> float:
     "The finest tolerance all of `model`'s weights can be set to: 1e-3, or one ulp of 1 if some are bf16 (7.8e-3)"
-    return max((finest_tol(t) for t in {p.dtype for p in model.parameters() if p.is_floating_point()}), default=1e-3)
+    return max((finest_tol(t) for t in {p.dtype for p in tensors_of(model) if p.is_floating_point()}), default=1e-3)
 
 def check_settings(model:nn.Module, tol, target_mean:float, target_std:float, max_iter) -> Targets:
     "The `Targets` of `lsuv_init`'s settings, or an `LSUVError` saying which setting cannot work"

@@ -11,11 +11,11 @@ from contextlib import ExitStack, contextmanager
 import torch
 from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
-from .units import LSUVError, Unit
+from .units import LSUVError, Unit, tensors_of
 from .batch import call_model
 from .measure import (Targets, measuring_mode, moments, centred_square_sum, mean_var, precise_enough, telemetry,
-                                   telemetry_sample, HIST_SPAN)
-from .fit import UnitFitter, replay_horizon
+                                   telemetry_table, telemetry_sample, HIST_SPAN)
+from .fit import Correction, UnitFitter, replay_horizon
 from .report import UnitReport, LSUVReport
 from .distributed import Ranks, PeerFailed, OutOfStep, orthogonal_
 
@@ -31,7 +31,10 @@ class SinglePass:
         self.ranks, self.with_telemetry = ranks or Ranks(), telemetry
         self.fitters = [UnitFitter(u, self) for u in units]
         self.tags = {id(f): 1 + i for i, f in enumerate(self.fitters)}
+        self.rows = {(id(f), when): 2*i + j for i, f in enumerate(self.fitters) for j, when in enumerate(('before', 'after'))}
         self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
+        self.table = self.counted = None
+        self.moved = []
 
     def starting(self, fitter:UnitFitter):
         "A fitter starts, as the next unit of the pass"
@@ -46,8 +49,15 @@ class SinglePass:
         self.order.append(fitter)
         if self.bar is not None: self.bar.update(len(self.order))
 
-    def telemetry(self, x:Tensor) -> Tensor|None:
-        return telemetry_sample(x) if self.with_telemetry else None
+    def sample(self, fitter:UnitFitter, when:str, x:Tensor):
+        "Keep a telemetry sample of `x` as `fitter`'s `when` ('before' or 'after') sample"
+        if not self.with_telemetry: return
+        if self.table is None: self.table = telemetry_table(len(self.rows), x.device)
+        telemetry_sample(x, self.table[self.rows[(id(fitter), when)]])
+
+    def sample_moved(self, fitter:UnitFitter, c:Correction):
+        "`fitter`'s 'after' sample is its 'before' sample moved by `c` (`out*scale + offset`): made with the report, all at once"
+        if self.with_telemetry: self.moved.append((fitter, c))
 
     def scratch(self, like:Tensor) -> Tensor:
         "A buffer shaped like `like` that no one else holds: the last one, if it fits, else a new one (one at a time)"
@@ -95,11 +105,7 @@ def run(self:SinglePass, args:tuple, kwargs:dict):
     self.bar = _progress_bar(len(self.fitters)) if self.progress else None
     try:
         with torch.no_grad(), measuring_mode(self.model), ExitStack() as hooks:
-            for f in self.fitters:
-                for m in dict.fromkeys([f.unit.module, f.unit.base]):
-                    hooks.enter_context(m.register_forward_pre_hook(f.keep_call, with_kwargs=True, prepend=True))
-                hooks.enter_context(f.unit.module.register_forward_hook(f, with_kwargs=True))
-                if f.unit.base is not f.unit.module: hooks.enter_context(f.unit.base.register_forward_hook(f.keep_base, with_kwargs=True))
+            for h in (h for f in self.fitters for h in f.hook()): hooks.callback(h.remove)
             try: call_model(self.model, args, kwargs)
             except Exception as e: self.failed(e)
     finally:
@@ -114,10 +120,21 @@ def _fraction(t): return t[1] / t[0] if t and t[0] else math.nan
 def telemetry_on_host(self:SinglePass) -> dict:
     "`{(fitter id, 'before'|'after'): [count, near zero, histogram...]}` of every fitter, summed over the ranks"
     if not self.with_telemetry: return {}
-    keys = [(id(f), when) for f in self.fitters for when in ('before', 'after')]
-    samples = [f.tele.get(when) for f in self.fitters for when in ('before', 'after')]
-    rows = self.ranks.total(telemetry(samples, self.targets.mean, self.targets.std)).tolist()
-    return dict(zip(keys, rows))
+    if self.counted is None:
+        # every rank sends its table, even one that sampled nothing
+        table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
+        if self.moved: self.move_samples(table)
+        rows = self.ranks.total(telemetry(table, self.targets.mean, self.targets.std)).tolist()
+        self.table, self.counted = None, {key: rows[i] for key, i in self.rows.items()} # `telemetry` used the table up
+    return self.counted
+
+@patch
+def move_samples(self:SinglePass, table:Tensor):
+    "Write the 'after' sample of every fitter whose output was moved as a whole: its 'before' row times scale plus offset"
+    rows = lambda when: torch.tensor([self.rows[(id(f), when)] for f, _ in self.moved], device=table.device)
+    column = lambda vs: torch.tensor(vs, dtype=table.dtype, device=table.device)[:, None]
+    scale, offset = column([c.scale for _, c in self.moved]), column([c.offset for _, c in self.moved])
+    table[rows('after')] = table[rows('before')].mul_(scale).add_(offset)
 
 @patch
 def record(self:SinglePass, f:UnitFitter, tele:dict) -> UnitReport:
@@ -152,7 +169,7 @@ def commit(self:SinglePass):
 def kept_buffers(model:nn.Module, units:list[Unit]):
     "Every buffer of `model` but the units' knobs, exactly as it was after the block, whatever happens in it"
     knobs = {id(k.value) for u in units for k in u.knobs if k.is_tensor}
-    saved = [(b, b.clone()) for b in model.buffers() if id(b) not in knobs]
+    saved = [(b, b.clone()) for b in tensors_of(model, '_buffers') if id(b) not in knobs]
     try: yield
     finally:
         with torch.no_grad():

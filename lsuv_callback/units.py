@@ -8,6 +8,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/units.html.md"""
 from __future__ import annotations
 import sys, warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 import torch
@@ -15,10 +16,11 @@ from torch import nn, Tensor
 from torch.nn.utils import parametrize
 
 # %% auto #0
-__all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'own_attr', 'Knob', 'submodules', 'is_weight_layer',
-           'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit',
-           'unwrap', 'find_units', 'names_of', 'frozen', 'is_sharded', 'all_zero', 'zero_init', 'tied_elsewhere',
-           'fixed_scale', 'shared_with_earlier', 'choose_units', 'lsuv_units']
+__all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'own_attr', 'Knob', 'modules_of', 'tensors_of',
+           'walked_once', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source',
+           'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'unwrap', 'find_units', 'names_of', 'frozen',
+           'is_sharded', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale', 'shared_with_earlier',
+           'choose_units', 'lsuv_units']
 
 # %% ../nbs/00a_units.ipynb #0adcb863
 class LSUVError(ValueError):
@@ -69,6 +71,27 @@ class Knob:
             if not self.is_tensor: setattr(self.module, self.attr, saved)
             else:
                 with torch.no_grad(): self.value.copy_(saved)
+
+# %% ../nbs/00a_units.ipynb #5b7d2e40
+_walks = ContextVar('lsuv_walks', default=None)
+
+def modules_of(model:nn.Module) -> list:
+    "Every module of `model` once, parents first (as `model.modules()`); walked once per model inside `walked_once`"
+    walks = _walks.get()
+    if walks is None: return list(model.modules())
+    if id(model) not in walks: walks[id(model)] = (model, list(model.modules())) # the model held: its id stays its own
+    return walks[id(model)][1]
+
+def tensors_of(model:nn.Module, kind:str='_parameters') -> list:
+    "Every parameter (`kind='_parameters'`) or buffer (`'_buffers'`) of `model` once, in `model.parameters()`'s order"
+    return list({id(t): t for m in modules_of(model) for t in getattr(m, kind).values() if t is not None}.values())
+
+@contextmanager
+def walked_once():
+    "Inside the block, `modules_of` walks each model's module tree once"
+    token = _walks.set({})
+    try: yield
+    finally: _walks.reset(token)
 
 # %% ../nbs/00a_units.ipynb #7953f560
 _norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
@@ -265,7 +288,9 @@ def names_of(units, most:int=8) -> str:
 def _scales(u):
     "The tensors that scale `u`'s output: its scale knobs and every parameter of the unit but its biases"
     knobs = [k.value for k in u.scale if k.is_tensor and k is not u.shift and k.attr != 'bias']
-    return knobs + [p for n, p in u.module.named_parameters() if not n.endswith('bias') and p.is_floating_point()]
+    # the modules' own dicts: `named_parameters` costs more than the rest of the rule
+    return knobs + [p for m in modules_of(u.module) for n, p in m._parameters.items()
+                    if p is not None and not n.endswith('bias') and p.is_floating_point()]
 
 def frozen(model, units) -> dict:
     "Units with a frozen knob or weight"
@@ -282,16 +307,18 @@ def _sampled_nonzero(flats:list) -> list[bool]:
     if not flats: return []
     # One `_foreach_norm` reads every sample: a call per tensor would cost more than reading its sample
     norms = torch._foreach_norm([f[::max(1, f.numel() // 1024)] for f in flats])
-    return torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).ne(0).tolist()
+    if len({(n.dtype, n.device) for n in norms}) > 1: norms = [n.to(norms[0].device, torch.float32) for n in norms]
+    return torch.stack(norms).ne(0).tolist()
 
 def _whole_zero(flat:Tensor) -> bool:
     if not flat.numel(): return True
     lo, hi = torch.aminmax(flat)
     return bool(lo == 0) and bool(hi == 0)
 
+@torch.no_grad()
 def all_zero(ts:list) -> list[bool]:
     "Is each tensor in `ts` all zeros? Strided samples answer for almost every weight; only a tensor whose sample is zero is read whole"
-    flats = {id(t): t.detach().reshape(-1) for t in ts if not is_sharded(t)}
+    flats = {id(t): t.reshape(-1) for t in ts if not is_sharded(t)}
     nonzero = dict(zip(flats, _sampled_nonzero(list(flats.values()))))
     # a shard may be empty: ask the whole sharded tensor
     return [not t.any() if id(t) not in flats else not nonzero[id(t)] and _whole_zero(flats[id(t)]) for t in ts]
@@ -366,7 +393,8 @@ def choose_units(model:nn.Module, units:list, named:bool=False) -> list:
 # %% ../nbs/00a_units.ipynb #b9b72d7b
 def lsuv_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
     "The units `lsuv_init` fits in `model`: found automatically or built from `modules`, less those left alone"
-    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    is_lazy = lambda p: isinstance(p, nn.parameter.UninitializedParameter)
+    lazy = any(map(is_lazy, tensors_of(model))) and [n for n, p in model.named_parameters() if is_lazy(p)]
     if lazy: raise LSUVError(f"LSUV: parameters {lazy} are not materialised yet (lazy modules): call the model on a batch "
                              "once (`model(xb)`), then run LSUV")
     found = find_units(model, modules)
