@@ -96,6 +96,7 @@ def walked_once():
 # %% ../nbs/00a_units.ipynb #7953f560
 _norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 _embedding_types = (nn.Embedding, nn.EmbeddingBag)
+_not_weight_types = _norm_types + _embedding_types
 
 def _parametrized(m): return 'parametrizations' in m._modules and parametrize.is_parametrized(m)
 
@@ -105,7 +106,7 @@ def submodules(m:nn.Module) -> list:
 
 def is_weight_layer(m:nn.Module) -> bool:
     "Does `m` map its input affinely through a floating `weight` of its own, of 2 or more dimensions (linear, conv, alike)?"
-    if isinstance(m, _norm_types + _embedding_types) or submodules(m): return False
+    if isinstance(m, _not_weight_types) or submodules(m): return False
     if _parametrized(m) and parametrize.is_parametrized(m, 'weight'): return True
     w = own_attr(m, 'weight')
     return isinstance(w, Tensor) and w.is_floating_point() and w.ndim >= 2
@@ -119,6 +120,9 @@ def has_sub(m:nn.Module) -> bool:
 # %% ../nbs/00a_units.ipynb #623e391f
 def weight_source(m:nn.Module) -> tuple:
     "`(holder, attr, raw)`: where the scale of weight layer `m`'s weight really lives (`None`s if a norm fixes it), and its raw weight"
+    w = m._parameters.get('weight')
+    # Each reparametrization below takes `weight` out of the parameters: a weight still there is the scale (the common case)
+    if w is not None and 'gain' not in m._parameters: return m, 'weight', w
     if own_attr(m, 'weight_g') is not None: return m, 'weight_g', m.weight_v # torch.nn.utils.weight_norm: weight = g * v/|v|
     if own_attr(m, 'weight_mask') is not None: return m, 'weight_orig', m.weight_orig # torch.nn.utils.prune: weight = orig * mask
     if own_attr(m, 'weight_orig') is not None: return None, None, m.weight_orig # torch.nn.utils.spectral_norm: weight = w/sigma(w)
@@ -197,11 +201,11 @@ def _knob(unit_name, m, attr, names):
     return Knob(m, attr, '.'.join(filter(None, [unit_name, names[m], attr])))
 
 def _tensor_knobs(unit_name, m, names, attrs=('weight','bias')):
-    return [_knob(unit_name, m, a, names) for a in attrs if isinstance(getattr(m, a, None), Tensor)]
+    return [_knob(unit_name, m, a, names) for a in attrs if isinstance(own_attr(m, a), Tensor)]
 
-def _weight_knobs(unit_name, w, names):
-    "Knobs that scale weight layer `w`'s output: its weight's scale, and its bias"
-    holder, attr, _ = weight_source(w)
+def _weight_knobs(unit_name, w, names, source):
+    "Knobs that scale weight layer `w`'s output: its weight's scale (`source`: its `weight_source`), and its bias"
+    holder, attr, _ = source
     if holder is None: return []
     path = attr if holder is w else f'parametrizations.weight.{attr}'
     return [Knob(holder, attr, '.'.join(filter(None, [unit_name, names[w], path]))), *_tensor_knobs(unit_name, w, names, ('bias',))]
@@ -213,15 +217,15 @@ def _why_no_mean(bias, base, after):
 
 def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
     "The `Unit` measured at the output of `m`, a single weight layer or a conv block whose children are `layers`"
-    layers = layers or [m]
-    names = {k:n for n,k in m.named_children()} | {m:''}
-    w = next(k for k in layers if is_weight_layer(k))
+    names = {k:n for n,k in reversed(m._modules.items())} | {m:''} # a child known by two names: its first
+    w = next(k for k in layers if is_weight_layer(k)) if layers else m
+    layers, source = layers or [m], weight_source(w)
     after_w = layers[layers.index(w)+1:]
     norms = [k for k in after_w if is_norm_layer(k) and isinstance(own_attr(k, 'weight'), Tensor)]
     base = norms[-1] if norms else w
     after = layers[layers.index(base)+1:]
-    scale = _weight_knobs(name, w, names) if base is w else _tensor_knobs(name, base, names)
-    shape = dict(weight=weight_source(w)[2], base=base, tail=after, chained=m is base or type(m).forward is nn.Sequential.forward)
+    scale = _weight_knobs(name, w, names, source) if base is w else _tensor_knobs(name, base, names)
+    shape = dict(weight=source[2], base=base, tail=after, chained=m is base or type(m).forward is nn.Sequential.forward)
     if not scale: return Unit(name, m, [], why_no_mean=f'the scale of its weight is fixed by {fixed_scale_reason(w)}', **shape)
     subs = [k for k in after if has_sub(k)]
     if subs:
@@ -302,26 +306,30 @@ def is_sharded(t:Tensor) -> bool:
     dt = sys.modules.get('torch.distributed.tensor')
     return dt is not None and isinstance(t, dt.DTensor)
 
-def _sampled_nonzero(flats:list) -> list[bool]:
-    "Does an evenly strided sample of each flat tensor in `flats` hold a nonzero value?"
-    if not flats: return []
+def _sample(t:Tensor) -> Tensor:
+    "`t` itself if it is small (a view costs more than reading it), else an evenly strided sample of about 1024 of its values"
+    return t if t.numel() <= 2**14 else t.reshape(-1)[::t.numel() // 1024]
+
+def _sampled_nonzero(ts:list) -> list[bool]:
+    "Does a sample (`_sample`) of each tensor in `ts` hold a nonzero value?"
+    if not ts: return []
     # One `_foreach_norm` reads every sample: a call per tensor would cost more than reading its sample
-    norms = torch._foreach_norm([f[::max(1, f.numel() // 1024)] for f in flats])
+    norms = torch._foreach_norm(list(map(_sample, ts)))
     if len({(n.dtype, n.device) for n in norms}) > 1: norms = [n.to(norms[0].device, torch.float32) for n in norms]
     return torch.stack(norms).ne(0).tolist()
 
-def _whole_zero(flat:Tensor) -> bool:
-    if not flat.numel(): return True
-    lo, hi = torch.aminmax(flat)
+def _whole_zero(t:Tensor) -> bool:
+    if not t.numel(): return True
+    lo, hi = torch.aminmax(t.reshape(-1))
     return bool(lo == 0) and bool(hi == 0)
 
 @torch.no_grad()
 def all_zero(ts:list) -> list[bool]:
-    "Is each tensor in `ts` all zeros? Strided samples answer for almost every weight; only a tensor whose sample is zero is read whole"
-    flats = {id(t): t.reshape(-1) for t in ts if not is_sharded(t)}
-    nonzero = dict(zip(flats, _sampled_nonzero(list(flats.values()))))
+    "Is each tensor in `ts` all zeros? Samples answer for almost every weight; only a tensor whose sample is zero is read whole"
+    local = {id(t): t for t in ts if not is_sharded(t)}
+    nonzero = dict(zip(local, _sampled_nonzero(list(local.values()))))
     # a shard may be empty: ask the whole sharded tensor
-    return [not t.any() if id(t) not in flats else not nonzero[id(t)] and _whole_zero(flats[id(t)]) for t in ts]
+    return [not t.any() if id(t) not in local else not nonzero[id(t)] and _whole_zero(t) for t in ts]
 
 def zero_init(model, units) -> dict:
     "Units with a scale that is all zeros"
@@ -332,13 +340,14 @@ def zero_init(model, units) -> dict:
                "unchanged: name them in `modules=` to initialise them anyway"
             for u in units if any(id(t) in zero for t in scales[u])}
 
-def _holders(model):
-    "Every path in `model` to each parameter and buffer (by the tensor's id) and to each module (by its id): a module used twice has two"
+def _holders(model, knobs:set):
+    "Every path in `model` to each parameter and buffer in `knobs` (by the tensor's id) and to each module (by its id): a module used twice has two"
     tensors, modules = {}, {}
     for n, m in model.named_modules(remove_duplicate=False):
         modules.setdefault(id(m), []).append(n)
-        for t in [*m._parameters.values(), *m._buffers.values()]:
-            if t is not None: tensors.setdefault(id(t), set()).add(n)
+        for d in (m._parameters, m._buffers):
+            for t in d.values():
+                if id(t) in knobs: tensors.setdefault(id(t), set()).add(n)
     return tensors, modules
 
 def _inside(name, root): return not root or name == root or name.startswith(root + '.')
@@ -350,7 +359,7 @@ def _others(u, tensors, modules):
 
 def tied_elsewhere(model, units) -> dict:
     "Units with a knob that another module holds too (a module outside the unit, or another unit)"
-    tensors, modules = _holders(model)
+    tensors, modules = _holders(model, {id(k.value) for u in units for k in u.knobs})
     out = {}
     for u in units:
         others = _others(u, tensors, modules)
