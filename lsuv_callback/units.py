@@ -48,10 +48,11 @@ class Knob:
     attr: str
     name: str
 
+    # a tensor knob stays a tensor, a float a float: asked once, not at every one of the many times the rules ask
+    def __post_init__(self): self.is_tensor = isinstance(self.value, Tensor)
+
     @property
     def value(self): return own_attr(self.module, self.attr)
-    @property
-    def is_tensor(self): return isinstance(self.value, Tensor)
 
     @torch.no_grad()
     def move(self, a:float=1., d:float=0.):
