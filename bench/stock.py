@@ -123,7 +123,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu')
     p.add_argument('--models', default=None, help=f'comma list, or "all" (default: all but {", ".join(SLOW)}): {",".join(ZOO)}')
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--out', default=str(Path(__file__).parent / 'results'))
     args = p.parse_args(argv)
