@@ -28,32 +28,26 @@ def _no_autocast(model):
     kind = p.device.type if p is not None else 'cpu'
     return torch.autocast(kind, enabled=False) if kind in ('cpu', 'cuda') and torch.is_autocast_enabled(kind) else nullcontext()
 
-def _sets_mode_as_torch(m:nn.Module) -> bool:
-    "Does `m` keep its mode as `nn.Module` does: in its own dict, with no `train` or `__setattr__` of its own?"
-    t = type(m)
-    return t.train is nn.Module.train and t.__setattr__ is nn.Module.__setattr__ and 'training' in m.__dict__
+def _set_mode(m:nn.Module, training:bool):
+    "`m.training = training`, written into `m`'s dict where `m` keeps its mode there as torch does"
+    # `Module.__setattr__` costs more than a small layer's forward; for a module without one of its own, writing the
+    # dict is exactly what it does
+    if type(m).__setattr__ is nn.Module.__setattr__ and 'training' in m.__dict__: m.__dict__['training'] = training
+    else: m.training = training
 
 @contextmanager
 def measuring_mode(model:nn.Module):
     "Put `model` in eval mode, but its batch-statistics norms in train mode, with autocast off; restore every module's mode on exit"
     modes = [(m, m.training) for m in modules_of(model)]
-    # `Module.__setattr__` costs more than a small layer's forward. When no module has a `train` or `__setattr__` of its
-    # own, writing each mode into the module's dict is exactly what `model.eval()` and the restore would do
-    direct = all(_sets_mode_as_torch(m) for m, _ in modes)
-    def set_mode(m, training):
-        if direct: m.__dict__['training'] = training
-        else: m.training = training
-    if direct:
-        for m, _ in modes: set_mode(m, uses_batch_stats(m))
-    else:
-        model.eval()
-        for m, _ in modes:
-            if uses_batch_stats(m): set_mode(m, True)
+    # a module's own `train` must run: `model.eval()` calls it (and then sets every mode below it)
+    if any(type(m).train is not nn.Module.train for m, _ in modes): model.eval()
+    for m, _ in modes:
+        if m.training != uses_batch_stats(m): _set_mode(m, uses_batch_stats(m))
     try:
         with _no_autocast(model): yield model
     finally:
         for m, t in modes:
-            if m.training != t: set_mode(m, t)
+            if m.training != t: _set_mode(m, t)
 
 # %% ../nbs/00c_measure.ipynb #d2b22f75
 def _flat(x:Tensor) -> Tensor:

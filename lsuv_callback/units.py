@@ -58,8 +58,9 @@ class Knob:
     def move(self, a:float=1., d:float=0.):
         "Make the value `value*a + d`; a tensor changes in place"
         if not self.is_tensor: return setattr(self.module, self.attr, self.value*a + d)
-        if a != 1: self.value.mul_(a)
-        if d: self.value.add_(d)
+        v = self.value
+        if a != 1: v.mul_(a)
+        if d: v.add_(d)
 
     @contextmanager
     def moved(self, a:float=1., d:float=0.):
