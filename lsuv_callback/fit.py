@@ -223,12 +223,12 @@ class UnitFitter:
         # came, on the modules that have pre-hooks (a re-run runs those again)
         self.pre_hooked = [m for m in dict.fromkeys([unit.module, unit.base]) if m._forward_pre_hooks]
 
-    def hook(self) -> list:
-        "Register the fitter's hooks (first of the unit's pre-hooks, last of its forward hooks); return their handles"
-        hs = [m.register_forward_pre_hook(self.keep_call, with_kwargs=True, prepend=True) for m in self.pre_hooked]
-        hs.append(self.unit.module.register_forward_hook(self, with_kwargs=True))
-        if self.unit.base is not self.unit.module: hs.append(self.unit.base.register_forward_hook(self.keep_base, with_kwargs=True))
-        return hs
+    def hook(self, hooks:ExitStack):
+        "Register the fitter's hooks (first of the unit's pre-hooks, last of its forward hooks), each removed when `hooks` closes"
+        for m in self.pre_hooked: hooks.callback(m.register_forward_pre_hook(self.keep_call, with_kwargs=True, prepend=True).remove)
+        hooks.callback(self.unit.module.register_forward_hook(self, with_kwargs=True).remove)
+        if self.unit.base is not self.unit.module:
+            hooks.callback(self.unit.base.register_forward_hook(self.keep_base, with_kwargs=True).remove)
 
     @contextmanager
     def busy(self):
@@ -243,7 +243,9 @@ class UnitFitter:
 
     def keep_base(self, module, args, kwargs, out):
         if self._busy or not isinstance(out, Tensor): return
-        if module not in self.pre_hooked: self.raw_calls[id(module)] = (args, kwargs, _versions(args))
+        # versions taken after the call: a torch layer never changes its input, and one of another library is a base
+        # only once a probe on a slice of the batch found it linear
+        if all(module is not m for m in self.pre_hooked): self.raw_calls[id(module)] = (args, kwargs, _versions(args))
         self.base_call = (args, kwargs, out.clone() if self.tail_in_place else out, out._version)
 
     def __call__(self, module, args, kwargs, out):

@@ -105,7 +105,7 @@ def run(self:SinglePass, args:tuple, kwargs:dict):
     self.bar = _progress_bar(len(self.fitters)) if self.progress else None
     try:
         with torch.no_grad(), measuring_mode(self.model), ExitStack() as hooks:
-            for h in (h for f in self.fitters for h in f.hook()): hooks.callback(h.remove)
+            for f in self.fitters: f.hook(hooks)
             try: call_model(self.model, args, kwargs)
             except Exception as e: self.failed(e)
     finally:
