@@ -42,7 +42,8 @@ def measuring_mode(model:nn.Module):
     # a module's own `train` must run: `model.eval()` calls it (and then sets every mode below it)
     if any(type(m).train is not nn.Module.train for m, _ in modes): model.eval()
     for m, _ in modes:
-        if m.training != uses_batch_stats(m): _set_mode(m, uses_batch_stats(m))
+        want = uses_batch_stats(m)
+        if m.training != want: _set_mode(m, want)
     try:
         with _no_autocast(model): yield model
     finally:

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
-from .units import LSUVError, Unit, tensors_of
+from .units import LSUVError, Unit, knob_tensors, tensors_of
 from .batch import call_model
 from .measure import (Targets, measuring_mode, moments, centred_square_sum, mean_var, precise_enough, telemetry,
                                    telemetry_table, telemetry_sample, HIST_SPAN)
@@ -168,7 +168,7 @@ def commit(self:SinglePass):
 @contextmanager
 def kept_buffers(model:nn.Module, units:list[Unit]):
     "Every buffer of `model` but the units' knobs, exactly as it was after the block, whatever happens in it"
-    knobs = {id(k.value) for u in units for k in u.knobs if k.is_tensor}
+    knobs = knob_tensors(units)
     saved = [(b, b.clone()) for b in tensors_of(model, '_buffers') if id(b) not in knobs]
     try: yield
     finally:

@@ -19,8 +19,8 @@ from torch.nn.utils import parametrize
 __all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'own_attr', 'Knob', 'modules_of', 'tensors_of',
            'walked_once', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source',
            'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'unwrap', 'find_units', 'names_of', 'frozen',
-           'is_sharded', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale', 'shared_with_earlier',
-           'choose_units', 'lsuv_units']
+           'is_sharded', 'all_zero', 'zero_init', 'knob_tensors', 'tied_elsewhere', 'fixed_scale',
+           'shared_with_earlier', 'choose_units', 'lsuv_units']
 
 # %% ../nbs/00a_units.ipynb #0adcb863
 class LSUVError(ValueError):
@@ -342,6 +342,10 @@ def zero_init(model, units) -> dict:
                "unchanged: name them in `modules=` to initialise them anyway"
             for u in units if any(id(t) in zero for t in scales[u])}
 
+def knob_tensors(units) -> set:
+    "The ids of the tensors that are knobs of `units`"
+    return {id(k.value) for u in units for k in u.knobs if k.is_tensor}
+
 def _holders(model, knobs:set):
     "Every path in `model` to each parameter and buffer in `knobs` (by the tensor's id) and to each module (by its id): a module used twice has two"
     tensors, modules = {}, {}
@@ -361,7 +365,7 @@ def _others(u, tensors, modules):
 
 def tied_elsewhere(model, units) -> dict:
     "Units with a knob that another module holds too (a module outside the unit, or another unit)"
-    tensors, modules = _holders(model, {id(k.value) for u in units for k in u.knobs})
+    tensors, modules = _holders(model, knob_tensors(units))
     out = {}
     for u in units:
         others = _others(u, tensors, modules)
