@@ -88,7 +88,7 @@ class UnitOutputs:
         self.args, self.kwargs, _ = fitter.raw_calls.get(id(module), (args, kwargs, None))
         self.base = self._base_output(args, kwargs)
         self.base_in = self._base_input() if self.base is not None and self.unit.base is not module else None
-        self.lone = self.unit.base is module and known_linear(module) and not fitter.user_hooks
+        self.lone = self.unit.base is module and fitter.linear_base
         self.released = False
 
     def _base_output(self, args, kwargs):
@@ -117,7 +117,7 @@ class UnitOutputs:
     def _scales_linearly(self, args, kwargs, base):
         "Does doubling the base's knobs double its output? Known for torch's layers; else checked on a slice of the batch"
         u = self.unit
-        if known_linear(u.base) and not self.fitter.user_hooks: return True
+        if self.fitter.linear_base: return True
         # A norm of another library: a slice of the batch would change its batch statistics, so re-run it instead
         if is_norm_layer(u.base) or not base.ndim or not self.fitter.probe_ok: return False
         n, k = base.shape[0], max(1, base.shape[0] // 16)
@@ -184,6 +184,7 @@ REPLAY_GROWTH = 1.2 # how much a plain deep stack amplifies a rounding differenc
 REPLAY_SPREAD = 5. # an output's std drifts by this times one ulp per element, over the square root of its size (5.2 measured)
 REPLAY_MARGIN = 0.9 # replays aim at this fraction of the tolerance, and half the rest is room for their drift
 
+@functools.lru_cache(maxsize=1024) # asked by every unit; most units of a model share their sizes
 def replay_horizon(n:int, dtype:torch.dtype, tol:float=1e-3) -> int:
     "How many units at the end of the pass may hand on replayed outputs of `n` values of `dtype`, their drift staying in the room left"
     room = (1 - REPLAY_MARGIN) * tol / 2
@@ -211,7 +212,7 @@ class UnitFitter:
         self.tail_in_place = any(getattr(m, 'inplace', False) for m in unit.tail)
         # A forward hook of the user's on the base may change its output (it is then no longer known to be linear), and
         # any hook of the user's would see a probe's slice of the batch as if the model ran on it
-        self.user_hooks = bool(unit.base._forward_hooks)
+        self.linear_base = known_linear(unit.base) and not unit.base._forward_hooks
         self.probe_ok = not (unit.base._forward_hooks or unit.base._forward_pre_hooks)
         # FSDP gathers sharded parameters in the hooks of the module it wraps, and shards them again after its forward
         self.base_alone = not any(map(is_sharded, tensors_of(unit.base)))

@@ -58,7 +58,11 @@ def _flat(x:Tensor) -> Tensor:
 def moments(x:Tensor) -> list[float]:
     "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host in one sync"
     x = _flat(x)
-    s1, norm = torch.stack([x.sum(), torch.linalg.vector_norm(x)]).tolist()
+    sums = x.new_empty(2)
+    # both reduced into one buffer: one sync, and no kernel to gather them (on the CPU that kernel costs as much as a sum)
+    torch.sum(x, 0, out=sums[0])
+    torch.linalg.vector_norm(x, out=sums[1])
+    s1, norm = sums.tolist()
     return [float(x.numel()), s1, norm*norm]
 
 def centred_square_sum(x:Tensor, mean:float) -> float:
@@ -101,11 +105,11 @@ def telemetry(table:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor
     n, width = table.shape
     # a sum of 0/1 floats: on the CPU, `count_nonzero` of a boolean table along a dimension is twice as slow
     near = table.abs().lt_(NEAR_ZERO*target_std).sum(1)
-    bins = table.sub_(target_mean).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
+    bins = (table.sub_(target_mean) if target_mean else table).mul_(HIST_BINS / (2*HIST_SPAN*target_std)).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
     # NaN counts in an extra bin past the last, and each row's bins are offset by its row: one bincount counts all
     row = torch.arange(n, device=table.device, dtype=torch.int32)[:, None]
     bins = bins.nan_to_num_(HIST_BINS).int().add_(row, alpha=HIST_BINS + 1)
-    hist = torch.bincount(bins.view(-1), minlength=n*(HIST_BINS + 1)).view(n, HIST_BINS + 1)
+    hist = torch.bincount(bins.reshape(-1), minlength=n*(HIST_BINS + 1)).view(n, HIST_BINS + 1)
     return torch.cat([(width - hist[:, HIST_BINS:]), near[:, None], hist[:, :HIST_BINS]], 1).double()
 
 # %% ../nbs/00c_measure.ipynb #b8b54939

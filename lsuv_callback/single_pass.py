@@ -34,6 +34,7 @@ class SinglePass:
         self.rows = {(id(f), when): 2*i + j for i, f in enumerate(self.fitters) for j, when in enumerate(('before', 'after'))}
         self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
         self.table = self.counted = None
+        self.width = 0 # the longest sample written: the table is counted only that far
         self.moved = []
 
     def starting(self, fitter:UnitFitter):
@@ -53,7 +54,8 @@ class SinglePass:
         "Keep a telemetry sample of `x` as `fitter`'s `when` ('before' or 'after') sample"
         if not self.with_telemetry: return
         if self.table is None: self.table = telemetry_table(len(self.rows), x.device)
-        telemetry_sample(x, self.table[self.rows[(id(fitter), when)]])
+        n = len(telemetry_sample(x, self.table[self.rows[(id(fitter), when)]]))
+        self.width = max(self.width, n)
 
     def sample_moved(self, fitter:UnitFitter, c:Correction):
         "`fitter`'s 'after' sample is its 'before' sample moved by `c` (`out*scale + offset`): made with the report, all at once"
@@ -123,6 +125,7 @@ def telemetry_on_host(self:SinglePass) -> dict:
     if self.counted is None:
         # every rank sends its table, even one that sampled nothing
         table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
+        table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
         if self.moved: self.move_samples(table)
         rows = self.ranks.total(telemetry(table, self.targets.mean, self.targets.std)).tolist()
         self.table, self.counted = None, {key: rows[i] for key, i in self.rows.items()} # `telemetry` used the table up
@@ -131,10 +134,9 @@ def telemetry_on_host(self:SinglePass) -> dict:
 @patch
 def move_samples(self:SinglePass, table:Tensor):
     "Write the 'after' sample of every fitter whose output was moved as a whole: its 'before' row times scale plus offset"
-    rows = lambda when: torch.tensor([self.rows[(id(f), when)] for f, _ in self.moved], device=table.device)
-    column = lambda vs: torch.tensor(vs, dtype=table.dtype, device=table.device)[:, None]
-    scale, offset = column([c.scale for _, c in self.moved]), column([c.offset for _, c in self.moved])
-    table[rows('after')] = table[rows('before')].mul_(scale).add_(offset)
+    rows = torch.tensor([[self.rows[(id(f), when)] for f, _ in self.moved] for when in ('before', 'after')], device=table.device)
+    moves = torch.tensor([[c.scale, c.offset] for _, c in self.moved], dtype=table.dtype, device=table.device)
+    table[rows[1]] = torch.addcmul(moves[:, 1:], table[rows[0]], moves[:, :1])
 
 @patch
 def record(self:SinglePass, f:UnitFitter, tele:dict) -> UnitReport:

@@ -77,20 +77,26 @@ class Knob:
 # %% ../nbs/00a_units.ipynb #5b7d2e40
 _walks = ContextVar('lsuv_walks', default=None)
 
+def _once(model:nn.Module, what:str, make):
+    "`make()`: made once per `model` and `what` inside `walked_once`, anew each time outside it"
+    walks = _walks.get()
+    if walks is None: return make()
+    key = (id(model), what)
+    if key not in walks: walks[key] = (model, make()) # the model held: its id stays its own
+    return walks[key][1]
+
 def modules_of(model:nn.Module) -> list:
     "Every module of `model` once, parents first (as `model.modules()`); walked once per model inside `walked_once`"
-    walks = _walks.get()
-    if walks is None: return list(model.modules())
-    if id(model) not in walks: walks[id(model)] = (model, list(model.modules())) # the model held: its id stays its own
-    return walks[id(model)][1]
+    return _once(model, 'modules', lambda: list(model.modules()))
 
 def tensors_of(model:nn.Module, kind:str='_parameters') -> list:
     "Every parameter (`kind='_parameters'`) or buffer (`'_buffers'`) of `model` once, in `model.parameters()`'s order"
-    return list({id(t): t for m in modules_of(model) for t in getattr(m, kind).values() if t is not None}.values())
+    return _once(model, kind, lambda: list({id(t): t for m in modules_of(model) for t in getattr(m, kind).values()
+                                            if t is not None}.values()))
 
 @contextmanager
 def walked_once():
-    "Inside the block, `modules_of` walks each model's module tree once"
+    "Inside the block, `modules_of` walks each model's module tree once, and `tensors_of` lists its tensors once"
     token = _walks.set({})
     try: yield
     finally: _walks.reset(token)
