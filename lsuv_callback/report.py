@@ -7,14 +7,31 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/report.html.md"""
 # %% ../nbs/00e_report.ipynb #0f8f82ba
 from __future__ import annotations
 import math, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Callable
 from fastcore.basics import patch
 from .units import LSUVWarning, names_of
 
 # %% auto #0
-__all__ = ['UnitReport', 'LSUVReport']
+__all__ = ['Telemetry', 'UnitReport', 'LSUVReport']
 
 # %% ../nbs/00e_report.ipynb #0d19185c
+class Telemetry:
+    "Every unit's telemetry rows `[count, near zero, histogram...]`, counted by `count` when one is first read (or given as `rows`)"
+    def __init__(self, count:Callable[[], list]|None=None, rows:list|None=None): self._count, self._rows = count, rows
+
+    def row(self, i:int|None) -> list|None:
+        "Row `i` (`None` for `None`), every row counted first if they were not yet"
+        if i is None: return None
+        if self._rows is None: self._rows, self._count = self._count(), None # the samples are let go once counted
+        return self._rows[i]
+
+    # a pickled report carries the counts, not the samples (nor the device they are on)
+    def __getstate__(self): return dict(_count=None, _rows=self._rows if self._rows is not None else self._count())
+
+def _fraction(row): return row[1] / row[0] if row and row[0] else math.nan
+def _hist(row): return row[2:] if row else None
+
 @dataclass
 class UnitReport:
     "What LSUV did to one unit"
@@ -31,17 +48,26 @@ class UnitReport:
     calls: int = 0 # times the forward pass called the unit
     note: str = '' # why it missed its targets, if it did
     recompute: str = '' # how corrected outputs were computed: 'replay' (from the base's output) or 'rerun' (the unit itself)
-    near_zero_before: float = math.nan
-    near_zero_after: float = math.nan
-    hist_before: list|None = None
-    hist_after: list|None = None
+    telemetry: Telemetry|None = field(default=None, repr=False, compare=False) # every unit's, counted when first read
+    rows: tuple = field(default=(None, None), repr=False) # this unit's 'before' and 'after' rows in `telemetry`
 
     @property
     def mean_adjusted(self): return self.mean_target == 'adjusted'
 
+    def _row(self, i): return self.telemetry.row(self.rows[i]) if self.telemetry is not None else None
+    @property
+    def near_zero_before(self) -> float: return _fraction(self._row(0))
+    @property
+    def near_zero_after(self) -> float: return _fraction(self._row(1))
+    @property
+    def hist_before(self) -> list|None: return _hist(self._row(0))
+    @property
+    def hist_after(self) -> list|None: return _hist(self._row(1))
+
 # %% ../nbs/00e_report.ipynb #b3d0b260
 _not_called = ("were not called in LSUV's forward pass (eval mode, batch norms in train mode): code that runs only in "
                "training, such as an auxiliary head, or a weight its parent uses directly (`F.linear`); they were left unchanged")
+_telemetry_columns = ['near_zero_before', 'near_zero_after', 'hist_before', 'hist_after']
 
 @dataclass
 class LSUVReport:
@@ -82,11 +108,11 @@ class LSUVReport:
         "One `LSUVWarning` per cause, naming its units; the report keeps the detail of each"
         for why, us in self.causes().items(): warnings.warn(f"LSUV: units {names_of(us)} {why}", LSUVWarning)
 
-    def to_df(self, hist:bool=False):
-        "The report as a pandas DataFrame, one row per unit (histograms too if `hist`)"
+    def to_df(self, hist:bool=False, columns:list|None=None):
+        "The report as a pandas DataFrame, one row per unit: its `columns`, or all (histograms only if `hist`)"
         import pandas as pd
-        drop = () if hist else ('hist_before', 'hist_after')
-        return pd.DataFrame([{k:v for k,v in vars(u).items() if k not in drop} for u in self.units])
+        if columns is None: columns = [f.name for f in fields(UnitReport) if f.repr] + _telemetry_columns[:4 if hist else 2]
+        return pd.DataFrame([{c: getattr(u, c) for c in columns} for u in self.units], columns=columns)
 
     def summary(self) -> str:
         "One line: units, misses, worst errors (the time is in `elapsed`: a shown report stays the same from run to run)"
@@ -96,7 +122,7 @@ class LSUVReport:
 
     def __repr__(self):
         cols = ['name','kind','mean_before','std_before','mean_after','std_after','iters','converged','mean_target']
-        return self.summary() + '\n' + self.to_df()[cols].to_string(index=False, float_format=lambda v: f'{v:.4f}')
+        return self.summary() + '\n' + self.to_df(columns=cols).to_string(index=False, float_format=lambda v: f'{v:.4f}')
 
 # %% ../nbs/00e_report.ipynb #e72fe001
 def _axes(axs, n, figsize, **kwargs):

@@ -8,6 +8,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/single_pass.html.md"""
 from __future__ import annotations
 import math
 from contextlib import ExitStack, contextmanager
+from functools import partial
 import torch
 from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
@@ -16,11 +17,11 @@ from .batch import call_model
 from .measure import (Targets, measuring_mode, moments, centred_square_sum, mean_var, precise_enough, telemetry,
                                    telemetry_table, telemetry_sample, HIST_SPAN)
 from .fit import Correction, UnitFitter, replay_horizon
-from .report import UnitReport, LSUVReport
+from .report import Telemetry, UnitReport, LSUVReport
 from .distributed import Ranks, PeerFailed, OutOfStep, orthogonal_
 
 # %% auto #0
-__all__ = ['SinglePass', 'kept_buffers', 'orthonormal_start']
+__all__ = ['SinglePass', 'move_samples', 'count_samples', 'kept_buffers', 'orthonormal_start']
 
 # %% ../nbs/00g_single_pass.ipynb #b336d457
 class SinglePass:
@@ -33,7 +34,7 @@ class SinglePass:
         self.tags = {id(f): 1 + i for i, f in enumerate(self.fitters)}
         self.rows = {(id(f), when): 2*i + j for i, f in enumerate(self.fitters) for j, when in enumerate(('before', 'after'))}
         self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
-        self.table = self.counted = None
+        self.table = None
         self.width = 0 # the longest sample written: the table is counted only that far
         self.moved = []
 
@@ -116,42 +117,43 @@ def run(self:SinglePass, args:tuple, kwargs:dict):
     self.ranks.finish()
 
 # %% ../nbs/00g_single_pass.ipynb #132d24bf
-def _fraction(t): return t[1] / t[0] if t and t[0] else math.nan
+def move_samples(table:Tensor, moves:list):
+    "For each `(before, after, scale, offset)` of `moves`, row `after` of `table` made row `before` times scale plus offset, all at once"
+    rows = torch.tensor([[m[0] for m in moves], [m[1] for m in moves]], device=table.device)
+    ab = torch.tensor([m[2:] for m in moves], dtype=table.dtype, device=table.device)
+    table[rows[1]] = torch.addcmul(ab[:, 1:], table[rows[0]], ab[:, :1])
+
+def count_samples(table:Tensor, moves:list, targets:Targets, ranks:Ranks|None=None) -> list:
+    "The rows `[count, near zero, histogram...]` of `table` once `moves` are written (see `move_samples`), summed over `ranks`"
+    if moves: move_samples(table, moves)
+    rows = telemetry(table, targets.mean, targets.std) # uses the table up
+    return (ranks.total(rows) if ranks is not None else rows).tolist()
 
 @patch
-def telemetry_on_host(self:SinglePass) -> dict:
-    "`{(fitter id, 'before'|'after'): [count, near zero, histogram...]}` of every fitter, summed over the ranks"
-    if not self.with_telemetry: return {}
-    if self.counted is None:
-        # every rank sends its table, even one that sampled nothing
-        table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
-        table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
-        if self.moved: self.move_samples(table)
-        rows = self.ranks.total(telemetry(table, self.targets.mean, self.targets.std)).tolist()
-        self.table, self.counted = None, {key: rows[i] for key, i in self.rows.items()} # `telemetry` used the table up
-    return self.counted
+def samples(self:SinglePass) -> Telemetry|None:
+    "The pass's telemetry, counted when first read; across ranks, counted now (every rank takes part in the counting)"
+    if not self.with_telemetry: return None
+    # every rank sends its table, even one that sampled nothing
+    table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
+    table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
+    moves = [(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')], c.scale, c.offset) for f, c in self.moved]
+    # the counting holds the table, never the pass (which holds the model)
+    self.table, count = None, partial(count_samples, table, moves, self.targets)
+    return Telemetry(rows=count(self.ranks)) if self.ranks.world > 1 else Telemetry(count)
 
 @patch
-def move_samples(self:SinglePass, table:Tensor):
-    "Write the 'after' sample of every fitter whose output was moved as a whole: its 'before' row times scale plus offset"
-    rows = torch.tensor([[self.rows[(id(f), when)] for f, _ in self.moved] for when in ('before', 'after')], device=table.device)
-    moves = torch.tensor([[c.scale, c.offset] for _, c in self.moved], dtype=table.dtype, device=table.device)
-    table[rows[1]] = torch.addcmul(moves[:, 1:], table[rows[0]], moves[:, :1])
-
-@patch
-def record(self:SinglePass, f:UnitFitter, tele:dict) -> UnitReport:
+def record(self:SinglePass, f:UnitFitter, tele:Telemetry|None) -> UnitReport:
     "The report of fitter `f`'s unit"
     u = f.unit
-    before, after = tele.get((id(f), 'before')), tele.get((id(f), 'after'))
     return UnitReport(f.name, u.kind, ', '.join(k.name for k in u.knobs), 'adjusted' if u.shift else u.why_no_mean,
                       *f.before, *f.after, f.iters, f.converged, f.calls,
                       f.note or ('' if f.calls else 'not called in the forward pass: left unchanged'), f.recompute,
-                      _fraction(before), _fraction(after), before[2:] if before else None, after[2:] if after else None)
+                      telemetry=tele, rows=(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')]))
 
 @patch
 def report(self:SinglePass, batch:dict, elapsed:float) -> LSUVReport:
     "What the pass did to every unit"
-    tele, seen = self.telemetry_on_host(), {id(f) for f in self.order}
+    tele, seen = self.samples(), {id(f) for f in self.order}
     fitters = self.order + [f for f in self.fitters if id(f) not in seen]
     t = self.targets
     return LSUVReport([self.record(f, tele) for f in fitters], t.mean, t.std, t.mean_tol, t.std_tol, batch, elapsed,
