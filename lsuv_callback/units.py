@@ -87,6 +87,7 @@ def _once(model:nn.Module, what:str, make):
 
 def modules_of(model:nn.Module) -> list:
     "Every module of `model` once, parents first (as `model.modules()`); walked once per model inside `walked_once`"
+    if not model._modules: return [model] # a leaf, as most units are: nothing to walk
     return _once(model, 'modules', lambda: list(model.modules()))
 
 def tensors_of(model:nn.Module, kind:str='_parameters') -> list:
@@ -110,6 +111,7 @@ def _parametrized(m): return 'parametrizations' in m._modules and parametrize.is
 
 def submodules(m:nn.Module) -> list:
     "`m`'s children, without the container a parametrization (weight norm, spectral norm) adds to a layer"
+    if not m._modules: return [] # most modules the search asks are leaves
     return [c for n, c in m._modules.items() if c is not None and not (n == 'parametrizations' and _parametrized(m))]
 
 def is_weight_layer(m:nn.Module) -> bool:
@@ -195,6 +197,7 @@ def _has_params(m): return any(p is not None for p in m._parameters.values())
 
 def block_layers(m:nn.Module) -> list|None:
     "The children of `m` if it is a conv block (one weight layer plus norms and parameter-free leaves), else `None`"
+    if len(m._modules) < 2: return None # asked of every module: most have fewer children than a block
     kids = list(m.children())
     if len(kids) < 2 or any(submodules(k) for k in kids): return None
     weights = [is_weight_layer(k) for k in kids]
