@@ -20,14 +20,15 @@ class Telemetry:
     "Every unit's telemetry rows `[count, near zero, histogram...]`, counted by `count` when one is first read (or given as `rows`)"
     def __init__(self, count:Callable[[], list]|None=None, rows:list|None=None): self._count, self._rows = count, rows
 
-    def row(self, i:int|None) -> list|None:
-        "Row `i` (`None` for `None`), every row counted first if they were not yet"
-        if i is None: return None
+    def rows(self) -> list:
+        "Every row, counted now if they were not yet"
         if self._rows is None: self._rows, self._count = self._count(), None # the samples are let go once counted
-        return self._rows[i]
+        return self._rows
+
+    def row(self, i:int|None) -> list|None: return self.rows()[i] if i is not None else None
 
     # a pickled report carries the counts, not the samples (nor the device they are on)
-    def __getstate__(self): return dict(_count=None, _rows=self._rows if self._rows is not None else self._count())
+    def __getstate__(self): return dict(_count=None, _rows=self.rows())
 
 def _fraction(row): return row[1] / row[0] if row and row[0] else math.nan
 def _hist(row): return row[2:] if row else None
