@@ -58,11 +58,8 @@ def _flat(x:Tensor) -> Tensor:
 def moments(x:Tensor) -> list[float]:
     "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host in one sync"
     x = _flat(x)
-    sums = x.new_empty(2)
-    # both reduced into one buffer: one sync, and no kernel to gather them (on the CPU that kernel costs as much as a sum)
-    torch.sum(x, 0, out=sums[0])
-    torch.linalg.vector_norm(x, out=sums[1])
-    s1, norm = sums.tolist()
+    # one sync for both; reductions into the slots of one buffer (`out=`) cost more than stacking them, on the CPU
+    s1, norm = torch.stack([x.sum(), torch.linalg.vector_norm(x)]).tolist()
     return [float(x.numel()), s1, norm*norm]
 
 def centred_square_sum(x:Tensor, mean:float) -> float:
