@@ -38,7 +38,9 @@ def lsuv_init(
 ) -> LSUVReport:
     "Initialise `model` with LSUV on `xb` in a single forward pass; return the per-unit report"
     start, model = time.perf_counter(), unwrap(model)
-    with walked_once(): # the stages below read the module tree: one walk serves them all
+    # LSUV reads version counters, which inference mode does not keep (it measures under `no_grad` anyway); and the
+    # stages below read the module tree: one walk serves them all
+    with torch.inference_mode(False), walked_once():
         targets = check_settings(model, tol, target_mean, target_std, max_iter)
         units = lsuv_units(model, modules)
         ranks = Ranks(model_device_dtype(model)[0])

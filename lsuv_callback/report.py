@@ -10,22 +10,33 @@ import math, warnings
 from dataclasses import dataclass, field, fields
 from typing import Callable
 from fastcore.basics import patch
-from .units import LSUVWarning, names_of
+from .units import LSUVError, LSUVWarning, names_of
 
 # %% auto #0
 __all__ = ['Telemetry', 'UnitReport', 'LSUVReport']
 
 # %% ../nbs/00e_report.ipynb #0d19185c
 class Telemetry:
-    "Every unit's telemetry rows `[count, near zero, histogram...]`, counted by `count` when one is first read (or given as `rows`)"
-    def __init__(self, count:Callable[[], list]|None=None, rows:list|None=None): self._count, self._rows = count, rows
+    "Every unit's telemetry rows `[count, near zero, histogram...]`: given as `rows`, or counted by `count` when one is first read"
+    def __init__(self, count:Callable[[], list]|None=None, rows:list|None=None):
+        if (count is None) == (rows is None): raise TypeError('Telemetry: pass `count` or `rows`, not both or neither')
+        self._count, self._rows = count, rows
+
+    @property
+    def counted(self) -> bool: return self._rows is not None
 
     def rows(self) -> list:
         "Every row, counted now if they were not yet"
-        if self._rows is None: self._rows, self._count = self._count(), None # the samples are let go once counted
+        if self._rows is None:
+            # `count` uses up its samples: a count that failed halfway cannot be tried again
+            count, self._count = self._count, None
+            if count is None: raise LSUVError("LSUV: the report's telemetry failed to count earlier and its samples are gone: run LSUV again to have it")
+            self._rows = count()
         return self._rows
 
-    def row(self, i:int|None) -> list|None: return self.rows()[i] if i is not None else None
+    def row(self, i:int|None) -> list|None:
+        "Row `i` (`None` for a unit without one)"
+        return self.rows()[i] if i is not None else None
 
     # a pickled report carries the counts, not the samples (nor the device they are on)
     def __getstate__(self): return dict(_count=None, _rows=self.rows())
@@ -49,13 +60,15 @@ class UnitReport:
     calls: int = 0 # times the forward pass called the unit
     note: str = '' # why it missed its targets, if it did
     recompute: str = '' # how corrected outputs were computed: 'replay' (from the base's output) or 'rerun' (the unit itself)
-    telemetry: Telemetry|None = field(default=None, repr=False, compare=False) # every unit's, counted when first read
-    rows: tuple = field(default=(None, None), repr=False) # this unit's 'before' and 'after' rows in `telemetry`
+    # every unit's telemetry, counted when first read, and this unit's 'before' and 'after' rows in it (equality compares
+    # the statistics above, not the histograms, so that it never counts them)
+    telemetry: Telemetry|None = field(default=None, repr=False, compare=False, kw_only=True)
+    telemetry_rows: tuple = field(default=(None, None), repr=False, compare=False, kw_only=True)
 
     @property
     def mean_adjusted(self): return self.mean_target == 'adjusted'
 
-    def _row(self, i): return self.telemetry.row(self.rows[i]) if self.telemetry is not None else None
+    def _row(self, i): return self.telemetry.row(self.telemetry_rows[i]) if self.telemetry is not None else None
     @property
     def near_zero_before(self) -> float: return _fraction(self._row(0))
     @property
@@ -68,7 +81,7 @@ class UnitReport:
 # %% ../nbs/00e_report.ipynb #b3d0b260
 _not_called = ("were not called in LSUV's forward pass (eval mode, batch norms in train mode): code that runs only in "
                "training, such as an auxiliary head, or a weight its parent uses directly (`F.linear`); they were left unchanged")
-_telemetry_columns = ['near_zero_before', 'near_zero_after', 'hist_before', 'hist_after']
+_near_zero_columns, _hist_columns = ['near_zero_before', 'near_zero_after'], ['hist_before', 'hist_after']
 
 @dataclass
 class LSUVReport:
@@ -112,7 +125,9 @@ class LSUVReport:
     def to_df(self, hist:bool=False, columns:list|None=None):
         "The report as a pandas DataFrame, one row per unit: its `columns`, or all (histograms only if `hist`)"
         import pandas as pd
-        if columns is None: columns = [f.name for f in fields(UnitReport) if f.repr] + _telemetry_columns[:4 if hist else 2]
+        if columns is None:
+            columns = [f.name for f in fields(UnitReport) if f.name not in ('telemetry', 'telemetry_rows')]
+            columns += _near_zero_columns + (_hist_columns if hist else [])
         return pd.DataFrame([{c: getattr(u, c) for c in columns} for u in self.units], columns=columns)
 
     def summary(self) -> str:

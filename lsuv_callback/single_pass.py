@@ -21,7 +21,7 @@ from .report import Telemetry, UnitReport, LSUVReport
 from .distributed import Ranks, PeerFailed, OutOfStep, orthogonal_
 
 # %% auto #0
-__all__ = ['SinglePass', 'move_samples', 'count_samples', 'kept_buffers', 'orthonormal_start']
+__all__ = ['SinglePass', 'kept_buffers', 'orthonormal_start']
 
 # %% ../nbs/00g_single_pass.ipynb #b336d457
 class SinglePass:
@@ -34,7 +34,7 @@ class SinglePass:
         self.tags = {id(f): 1 + i for i, f in enumerate(self.fitters)}
         self.rows = {(id(f), when): 2*i + j for i, f in enumerate(self.fitters) for j, when in enumerate(('before', 'after'))}
         self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
-        self.table = None
+        self.table = self.tele = None
         self.width = 0 # the longest sample written: the table is counted only that far
         self.moved = []
 
@@ -117,29 +117,31 @@ def run(self:SinglePass, args:tuple, kwargs:dict):
     self.ranks.finish()
 
 # %% ../nbs/00g_single_pass.ipynb #132d24bf
-def move_samples(table:Tensor, moves:list):
+def _move_samples(table:Tensor, moves:list):
     "For each `(before, after, scale, offset)` of `moves`, row `after` of `table` made row `before` times scale plus offset, all at once"
     rows = torch.tensor([[m[0] for m in moves], [m[1] for m in moves]], device=table.device)
     ab = torch.tensor([m[2:] for m in moves], dtype=table.dtype, device=table.device)
     table[rows[1]] = torch.addcmul(ab[:, 1:], table[rows[0]], ab[:, :1])
 
-def count_samples(table:Tensor, moves:list, targets:Targets, ranks:Ranks|None=None) -> list:
-    "The rows `[count, near zero, histogram...]` of `table` once `moves` are written (see `move_samples`), summed over `ranks`"
-    if moves: move_samples(table, moves)
+def _count_samples(table:Tensor, moves:list, targets:Targets, ranks:Ranks|None=None) -> list:
+    "The rows `[count, near zero, histogram...]` of `table` once `moves` are written, summed over `ranks`"
+    if moves: _move_samples(table, moves)
     rows = telemetry(table, targets.mean, targets.std) # uses the table up
     return (ranks.total(rows) if ranks is not None else rows).tolist()
 
 @patch
 def samples(self:SinglePass) -> Telemetry|None:
-    "The pass's telemetry, counted when first read; across ranks, counted now (every rank takes part in the counting)"
+    "The pass's `Telemetry`, counted when first read; across ranks, counted now (every rank takes part in the counting)"
     if not self.with_telemetry: return None
-    # every rank sends its table, even one that sampled nothing
-    table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
-    table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
-    moves = [(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')], c.scale, c.offset) for f, c in self.moved]
-    # the counting holds the table, never the pass (which holds the model)
-    self.table, count = None, partial(count_samples, table, moves, self.targets)
-    return Telemetry(rows=count(self.ranks)) if self.ranks.world > 1 else Telemetry(count)
+    if self.tele is None:
+        # a pass that sampled nothing still has its rows to count (and, across ranks, to send)
+        table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
+        table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
+        moves = [(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')], c.scale, c.offset) for f, c in self.moved]
+        # the counting holds the table, never the pass (which holds the model)
+        self.table, count = None, partial(_count_samples, table, moves, self.targets)
+        self.tele = Telemetry(rows=count(self.ranks)) if self.ranks.world > 1 else Telemetry(count)
+    return self.tele
 
 @patch
 def record(self:SinglePass, f:UnitFitter, tele:Telemetry|None) -> UnitReport:
@@ -148,7 +150,7 @@ def record(self:SinglePass, f:UnitFitter, tele:Telemetry|None) -> UnitReport:
     return UnitReport(f.name, u.kind, ', '.join(k.name for k in u.knobs), 'adjusted' if u.shift else u.why_no_mean,
                       *f.before, *f.after, f.iters, f.converged, f.calls,
                       f.note or ('' if f.calls else 'not called in the forward pass: left unchanged'), f.recompute,
-                      telemetry=tele, rows=(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')]))
+                      telemetry=tele, telemetry_rows=(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')]))
 
 @patch
 def report(self:SinglePass, batch:dict, elapsed:float) -> LSUVReport:
