@@ -47,6 +47,10 @@ class SinglePass:
         left = len(self.fitters) - self.index[id(fitter)]
         return left > replay_horizon(n, dtype, min(self.targets.std_tol, self.targets.mean_tol))
 
+    def rows_of(self, fitter:UnitFitter) -> tuple:
+        "`fitter`'s 'before' and 'after' rows in the telemetry table"
+        return self.rows[(id(fitter), 'before')], self.rows[(id(fitter), 'after')]
+
     def finished(self, fitter:UnitFitter):
         self.order.append(fitter)
         if self.bar is not None: self.bar.update(len(self.order))
@@ -137,7 +141,7 @@ def samples(self:SinglePass) -> Telemetry|None:
         # a pass that sampled nothing still has its rows to count (and, across ranks, to send)
         table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
         table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
-        moves = [(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')], c.scale, c.offset) for f, c in self.moved]
+        moves = [(*self.rows_of(f), c.scale, c.offset) for f, c in self.moved]
         # the counting holds the table, never the pass (which holds the model)
         self.table, count = None, partial(_count_samples, table, moves, self.targets)
         self.tele = Telemetry(rows=count(self.ranks)) if self.ranks.world > 1 else Telemetry(count)
@@ -150,7 +154,7 @@ def record(self:SinglePass, f:UnitFitter, tele:Telemetry|None) -> UnitReport:
     return UnitReport(f.name, u.kind, ', '.join(k.name for k in u.knobs), 'adjusted' if u.shift else u.why_no_mean,
                       *f.before, *f.after, f.iters, f.converged, f.calls,
                       f.note or ('' if f.calls else 'not called in the forward pass: left unchanged'), f.recompute,
-                      telemetry=tele, telemetry_rows=(self.rows[(id(f), 'before')], self.rows[(id(f), 'after')]))
+                      telemetry=tele, telemetry_rows=self.rows_of(f))
 
 @patch
 def report(self:SinglePass, batch:dict, elapsed:float) -> LSUVReport:
