@@ -121,7 +121,9 @@ class UnitOutputs:
         # A norm of another library: a slice of the batch would change its batch statistics, so re-run it instead
         if is_norm_layer(u.base) or not base.ndim or not self.fitter.probe_ok: return False
         n, k = base.shape[0], max(1, base.shape[0] // 16)
-        with self.fitter.busy(), knobs_moved([(kn, 2., 0.) for kn in u.scale if kn not in self.fitter.tail_knobs]):
+        with self.fitter.busy(), ExitStack() as doubled:
+            for kn in u.scale:
+                if kn not in self.fitter.tail_knobs: doubled.enter_context(kn.scaled_copy(2.))
             y = u.base(*_slice(args, n, k), **_slice(kwargs, n, k))
         return y.shape == base[:k].shape and torch.allclose(y, 2*base[:k], rtol=1e-4, atol=1e-6*float(base.abs().max()))
 
@@ -271,7 +273,6 @@ class UnitFitter:
 
 # %% ../nbs/00d_fit.ipynb #bbbedb89
 @patch
-@torch.no_grad()
 def fit(self:UnitFitter, outs:UnitOutputs) -> Tensor:
     "Correct the unit until its output meets the targets; return the output to hand on"
     self.run.starting(self)

@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/measure.html.md"""
 
 # %% ../nbs/00c_measure.ipynb #ad96a227
 from __future__ import annotations
-import math, numbers
+import functools, math, numbers
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import torch
@@ -15,7 +15,7 @@ from .units import LSUVError, modules_of, tensors_of
 
 # %% auto #0
 __all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'uses_batch_stats', 'measuring_mode', 'moments',
-           'centred_square_sum', 'mean_var', 'precise_enough', 'mean_std', 'telemetry_table', 'telemetry_sample',
+           'centred_square_sum', 'mean_var', 'precise_enough', 'mean_std', 'telemetry_sample', 'telemetry_table',
            'telemetry', 'Targets', 'finest_tol', 'default_tol', 'check_settings']
 
 # %% ../nbs/00c_measure.ipynb #f09b257a
@@ -51,15 +51,21 @@ def measuring_mode(model:nn.Module):
             if m.training != t: _set_mode(m, t)
 
 # %% ../nbs/00c_measure.ipynb #d2b22f75
+def _summing_dtype(x:Tensor):
+    "The dtype to sum `x` in: its own if fp32 or fp64, else fp32 (`None` means its own)"
+    return None if x.dtype in (torch.float32, torch.float64) else torch.float32
+
 def _flat(x:Tensor) -> Tensor:
     x = x.detach().reshape(-1)
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return x if _summing_dtype(x) is None else x.float()
 
 def moments(x:Tensor) -> list[float]:
-    "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host in one sync"
-    x = _flat(x)
-    # one sync for both; reductions into the slots of one buffer (`out=`) cost more than stacking them, on the CPU
-    s1, norm = torch.stack([x.sum(), torch.linalg.vector_norm(x)]).tolist()
+    "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host (from a GPU in one sync)"
+    # Reduced as it is, with the dtype to sum in: a flat view and an fp32 copy would cost two more ops a unit
+    x, dtype = x.detach(), _summing_dtype(x)
+    s1, norm = x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)
+    # On a GPU, one sync for both; on the CPU a sync costs nothing, and stacking them costs as much as the sum
+    s1, norm = (s1.item(), norm.item()) if x.device.type == 'cpu' else torch.stack([s1, norm]).tolist()
     return [float(x.numel()), s1, norm*norm]
 
 def centred_square_sum(x:Tensor, mean:float) -> float:
@@ -76,7 +82,7 @@ def precise_enough(mean:float, var:float) -> bool:
     return mean*mean <= 100*var
 
 def mean_std(x:Tensor) -> tuple[float, float]:
-    "Mean and (unbiased) std of all of `x`, computed in fp32 or better, with one host sync"
+    "Mean and (unbiased) std of all of `x`, computed in fp32 or better, with one host sync on a GPU"
     n, s1, s2 = moments(x)
     mean, var = mean_var(n, s1, s2)
     if not precise_enough(mean, var): var = centred_square_sum(x, mean) / max(n-1, 1)
@@ -87,15 +93,21 @@ NEAR_ZERO = 0.05 # |activation| below this counts as "near zero", relative to th
 HIST_BINS, HIST_SPAN = 50, 5. # the histograms cover target_mean +- HIST_SPAN * target_std
 TELEMETRY_SAMPLE = 2**12
 
-def telemetry_table(n:int, device=None) -> Tensor:
-    "Room for `n` samples: `n` fp32 rows of `TELEMETRY_SAMPLE` values, NaN where nothing was sampled"
-    return torch.full((n, TELEMETRY_SAMPLE), math.nan, device=device)
+@functools.lru_cache(maxsize=256) # most units of a model share their output sizes
+def _sample_index(n:int, device:torch.device) -> Tensor:
+    "Every `k`-th of `n` flat positions, `k` the smallest step that keeps at most `TELEMETRY_SAMPLE` of them"
+    return torch.arange(0, n, max(1, -(-n // TELEMETRY_SAMPLE)), device=device)
 
-def telemetry_sample(x:Tensor, row:Tensor) -> Tensor:
-    "An evenly strided sample of at most `TELEMETRY_SAMPLE` values of `x`, copied into `row` (`x` may be corrected in place later); the part of `row` it fills"
-    x = x.detach().reshape(-1)
-    x = x[::max(1, -(-x.numel() // TELEMETRY_SAMPLE))]
-    return row[:len(x)].copy_(x)
+def telemetry_sample(x:Tensor) -> Tensor:
+    "An evenly strided sample of at most `TELEMETRY_SAMPLE` values of `x`, in fp32, a copy of its own (`x` may be corrected in place later)"
+    s = torch.take(x.detach(), _sample_index(x.numel(), x.device))
+    return s if s.dtype == torch.float32 else s.float()
+
+def telemetry_table(samples:list, device=None) -> Tensor:
+    "The `samples` (1-d fp32 tensors, or `None` where nothing was sampled) as the rows of one table, NaN past each one's end"
+    if not samples: return torch.empty(0, 0, device=device)
+    empty = torch.empty(0, device=device)
+    return nn.utils.rnn.pad_sequence([empty if s is None else s for s in samples], batch_first=True, padding_value=math.nan)
 
 def telemetry(table:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor:
     "One fp64 row `[count, count near zero, histogram...]` per row of `table`, all at once (the table is used up)"

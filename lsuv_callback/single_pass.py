@@ -34,9 +34,7 @@ class SinglePass:
         self.tags = {id(f): 1 + i for i, f in enumerate(self.fitters)}
         self.rows = {(id(f), when): 2*i + j for i, f in enumerate(self.fitters) for j, when in enumerate(('before', 'after'))}
         self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
-        self.table = self.tele = None
-        self.width = 0 # the longest sample written: the table is counted only that far
-        self.moved = []
+        self.kept, self.tele, self.moved = {}, None, [] # `kept`: the telemetry samples, by their row of the table
 
     def starting(self, fitter:UnitFitter):
         "A fitter starts, as the next unit of the pass"
@@ -57,10 +55,7 @@ class SinglePass:
 
     def sample(self, fitter:UnitFitter, when:str, x:Tensor):
         "Keep a telemetry sample of `x` as `fitter`'s `when` ('before' or 'after') sample"
-        if not self.with_telemetry: return
-        if self.table is None: self.table = telemetry_table(len(self.rows), x.device)
-        n = len(telemetry_sample(x, self.table[self.rows[(id(fitter), when)]]))
-        self.width = max(self.width, n)
+        if self.with_telemetry: self.kept[self.rows[(id(fitter), when)]] = telemetry_sample(x)
 
     def sample_moved(self, fitter:UnitFitter, c:Correction):
         "`fitter`'s 'after' sample is its 'before' sample moved by `c` (`out*scale + offset`): made with the report, all at once"
@@ -127,8 +122,9 @@ def _move_samples(table:Tensor, moves:list):
     ab = torch.tensor([m[2:] for m in moves], dtype=table.dtype, device=table.device)
     table[rows[1]] = torch.addcmul(ab[:, 1:], table[rows[0]], ab[:, :1])
 
-def _count_samples(table:Tensor, moves:list, targets:Targets, ranks:Ranks|None=None) -> list:
-    "The rows `[count, near zero, histogram...]` of `table` once `moves` are written, summed over `ranks`"
+def _count_samples(samples:list, device, moves:list, targets:Targets, ranks:Ranks|None=None) -> list:
+    "The rows `[count, near zero, histogram...]` of the table of `samples` once `moves` are written, summed over `ranks`"
+    table = telemetry_table(samples, device)
     if moves: _move_samples(table, moves)
     rows = telemetry(table, targets.mean, targets.std) # uses the table up
     return (ranks.total(rows) if ranks is not None else rows).tolist()
@@ -139,11 +135,11 @@ def samples(self:SinglePass) -> Telemetry|None:
     if not self.with_telemetry: return None
     if self.tele is None:
         # a pass that sampled nothing still has its rows to count (and, across ranks, to send)
-        table = self.table if self.table is not None else telemetry_table(len(self.rows), self.ranks.device)
-        table = table[:, :self.width] # every pass over the table costs as much as a small layer: none over NaN columns
+        samples = [self.kept.get(i) for i in range(len(self.rows))]
+        device = next((s.device for s in samples if s is not None), self.ranks.device)
         moves = [(*self.rows_of(f), c.scale, c.offset) for f, c in self.moved]
-        # the counting holds the table, never the pass (which holds the model)
-        self.table, count = None, partial(_count_samples, table, moves, self.targets)
+        # the counting holds the samples, never the pass (which holds the model)
+        self.kept, count = {}, partial(_count_samples, samples, device, moves, self.targets)
         self.tele = Telemetry(rows=count(self.ranks)) if self.ranks.world > 1 else Telemetry(count)
     return self.tele
 
