@@ -4,7 +4,8 @@
 
 For each model this measures, in one run, with the main bench's helpers (bench.py):
 - `fpe`: `lsuv_init` time over one plain `torch.no_grad()` forward of the model as built (median of `--repeats` runs
-  interleaved with the forwards, so both see the same load);
+  interleaved with the forwards, so both see the same load, and more runs for a fast model; each run and each forward
+  on a fresh copy of the model);
 - units found, converged, and the distinct `LSUVWarning`s it gave;
 - `worst err`: the worst |std-1| (and |mean| where the unit's mean is adjusted) over the converged units, in a FRESH
   forward pass with the final weights, in LSUV's measuring mode (`unit_stats`);
@@ -14,14 +15,14 @@ Writes `stock-<device>.md` and `.json` to `--out` (default bench/results), with 
 Run: python bench/stock.py [--device cpu] [--models a,b | all] [--out DIR]
 """
 from __future__ import annotations
-import argparse, json, statistics, sys, time
+import argparse, copy, json, math, statistics, sys, time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from zoo import torchvision_model
-from timing import interleaved, machine_info
+from timing import call, interleaved, machine_info, timed
 from methods import run_ours
 from precision import precision
 from render import header, table
@@ -86,18 +87,31 @@ SLOW = ('tv/vit_b_16',)  # a minute on its own on 2 CPU cores: only with `--mode
 LIBS = {'tv': 'torchvision', 'timm': 'timm', 'hf': 'transformers'}
 
 
+MIN_SECONDS, MAX_REPEATS = 1., 40 # 5 runs of a model that takes milliseconds measure mostly the machine's noise
+
+
+def repeats_for(model, xb, device, repeats:int) -> int:
+    "At least `repeats`, and as many as take about `MIN_SECONDS` of lsuv_init (some 3 forwards each), at most `MAX_REPEATS`"
+    m = copy.deepcopy(model)
+    def forward():
+        with torch.no_grad(): call(m, xb)
+    timed(forward, device)
+    return max(repeats, min(MAX_REPEATS, math.ceil(MIN_SECONDS / (3 * timed(forward, device)[0]))))
+
+
 def bench_one(name:str, build, device, repeats:int) -> dict:
     "fpe, units, warnings, fresh-pass worst error and repeatability of `lsuv_init` on one stock model"
     torch.manual_seed(0)
     model, xb = build()
     model = model.to(device)
     xb = {k: v.to(device) for k, v in xb.items()} if isinstance(xb, dict) else xb.to(device)
+    repeats = repeats_for(model, xb, device, repeats)
     fwd, runs = interleaved(model, xb, {'ours': lambda m: run_ours(m, xb)}, device, repeats)
     (_, m, first), *rest = runs['ours']
     report = first['report']
     converged = {u.name: bool(u.mean_adjusted) for u in report.units if u.converged}
     states = [r[1].state_dict() for r in rest]
-    return dict(model=name, params_m=sum(p.numel() for p in model.parameters()) / 1e6, fwd_s=statistics.median(fwd),
+    return dict(model=name, runs=repeats, params_m=sum(p.numel() for p in model.parameters()) / 1e6, fwd_s=statistics.median(fwd),
                 fpe=statistics.median(t for t, _, _ in runs['ours']) / statistics.median(fwd),
                 units=len(report.units), converged=len(converged), warnings=sorted(set(first['warnings'])),
                 worst_err=precision(m, xb, converged, 1e-3)['worst_err'],
@@ -108,14 +122,15 @@ def render(rows:list, info:dict, args) -> str:
     notes = [f'random init from configs (nothing downloaded), batch {BATCH}: images {PX} px (224 px for the ViTs), '
              f'token models {TOKENS} tokens; `lsuv_init(model, xb)` with its default settings',
              f'fpe = median lsuv_init time / median plain `torch.no_grad()` forward of the model as built (train mode), '
-             f'{args.repeats} runs interleaved with forwards; worst err: fresh pass in LSUV\'s measuring mode (`unit_stats`), '
-             f'converged units; repeatable: the {args.repeats} runs give bit-identical weights']
-    head = ['model', 'params (M)', 'fwd (ms)', 'fpe', 'units', 'converged', 'warnings', 'fresh-pass worst err', 'repeatable']
-    cells = [[r['model'], '', '', '', '', '', '', f"error: {r['error']}", ''] if 'error' in r else
-             [r['model'], f"{r['params_m']:.1f}", f"{r['fwd_s']*1e3:.1f}", f"{r['fpe']:.2f}", r['units'], r['converged'],
+             f'at least {args.repeats} runs interleaved with forwards (a fast model more: about {MIN_SECONDS:g} s of lsuv_init, '
+             f'at most {MAX_REPEATS}), every run and every forward on a fresh copy of the model; worst err: fresh pass in '
+             f'LSUV\'s measuring mode (`unit_stats`), converged units; repeatable: all the runs give bit-identical weights']
+    head = ['model', 'params (M)', 'fwd (ms)', 'runs', 'fpe', 'units', 'converged', 'warnings', 'fresh-pass worst err', 'repeatable']
+    cells = [[r['model'], '', '', '', '', '', '', '', f"error: {r['error']}", ''] if 'error' in r else
+             [r['model'], f"{r['params_m']:.1f}", f"{r['fwd_s']*1e3:.1f}", r['runs'], f"{r['fpe']:.2f}", r['units'], r['converged'],
               len(r['warnings']), f"{r['worst_err']:.1e}", 'yes' if r['repeatable'] else 'NO'] for r in rows]
     warned = [f'- {r["model"]}: {w}' for r in rows for w in r.get('warnings', [])]
-    L = header(f"LSUV on stock models ({info['device']})", info, notes) + table(head, 'lrrrrrrrl', cells)
+    L = header(f"LSUV on stock models ({info['device']})", info, notes) + table(head, 'lrrrrrrrrl', cells)
     return '\n'.join(L + (['', '## Warnings', ''] + warned if warned else [])) + '\n'
 
 

@@ -17,3 +17,13 @@ def test_bench_quick(tmp_path):
     for section in ('## Cost vs depth', '## Cost at each torch thread count', '## Peak memory'): assert section in text
     assert 'deep30-course' in text and 'BENCH CHECK FAILED' not in r.stdout
     assert (tmp_path/'results-cpu-quick.json').exists() and (tmp_path/'depth-cpu-quick.png').exists()
+
+
+def test_stock_bench_runs(tmp_path):
+    "The stock-models table runs end to end on one small model, its row complete and its weights repeatable"
+    r = subprocess.run([sys.executable, str(root/'bench'/'stock.py'), '--models', 'hf/bert', '--repeats', '1', '--out', str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f'stock.py exited {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
+    row = next(l for l in (tmp_path/'stock-cpu.md').read_text().splitlines() if l.startswith('| hf/bert |'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert 'error' not in row and cells[-1] == 'yes' and int(cells[3]) >= 1 and cells[5] == cells[6] == '13', row
