@@ -254,13 +254,15 @@ class UnitFitter:
     def __call__(self, module, args, kwargs, out):
         if self._busy or self.run.stopped: return None
         self.calls += 1
+        # no graph recorded, also where the model's forward turns grad back on around its layers
         try:
-            if self.calls > 1: return self.corrected(UnitOutputs(self, module, args, kwargs, out))
-            if not isinstance(out, Tensor):
-                raise LSUVError(f"LSUV: unit '{self.name}' ({self.unit.kind}) returned {type(out).__name__}, not a tensor: "
-                                "pass `modules=` to choose modules whose output is a single tensor")
-            self.input = args[0] if args and isinstance(args[0], Tensor) and args[0].is_floating_point() else None
-            out = self.fit(UnitOutputs(self, module, args, kwargs, out))
+            with torch.no_grad():
+                if self.calls > 1: return self.corrected(UnitOutputs(self, module, args, kwargs, out))
+                if not isinstance(out, Tensor):
+                    raise LSUVError(f"LSUV: unit '{self.name}' ({self.unit.kind}) returned {type(out).__name__}, not a tensor: "
+                                    "pass `modules=` to choose modules whose output is a single tensor")
+                self.input = args[0] if args and isinstance(args[0], Tensor) and args[0].is_floating_point() else None
+                out = self.fit(UnitOutputs(self, module, args, kwargs, out))
             self.run.finished(self)
             return out
         except Exception as e: self.run.failed(e)
@@ -385,6 +387,5 @@ def corrected(self:UnitFitter, outs:UnitOutputs) -> Tensor|None:
     "A later call's output under the unit's correction"
     c = self.correction
     if c.moves_nothing: return None
-    with torch.no_grad():
-        new = outs.replay(c) if self.recompute == 'replay' and outs.base is not None else outs.run_unit(c)
-        return _rebound(outs.out, new)
+    new = outs.replay(c) if self.recompute == 'replay' and outs.base is not None else outs.run_unit(c)
+    return _rebound(outs.out, new)

@@ -62,7 +62,8 @@ def _flat(x:Tensor) -> Tensor:
 def moments(x:Tensor) -> list[float]:
     "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host (from a GPU in one sync)"
     # Reduced as it is, with the dtype to sum in: a flat view and an fp32 copy would cost two more ops a unit
-    x, dtype = x.detach(), _summing_dtype(x)
+    x = x.detach() if x.is_floating_point() else x.detach().float() # `vector_norm` takes floats only
+    dtype = _summing_dtype(x)
     s1, norm = x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)
     # On a GPU, one sync for both; on the CPU a sync costs nothing, and stacking them costs as much as the sum
     s1, norm = (s1.item(), norm.item()) if x.device.type == 'cpu' else torch.stack([s1, norm]).tolist()

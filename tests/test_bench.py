@@ -26,4 +26,5 @@ def test_stock_bench_runs(tmp_path):
     assert r.returncode == 0, f'stock.py exited {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
     row = next(l for l in (tmp_path/'stock-cpu.md').read_text().splitlines() if l.startswith('| hf/bert |'))
     cells = [c.strip() for c in row.strip('|').split('|')]
-    assert 'error' not in row and cells[-1] == 'yes' and int(cells[3]) >= 1 and cells[5] == cells[6] == '13', row
+    # a model of milliseconds is run more often than the 1 run asked for
+    assert 'error' not in row and cells[-1] == 'yes' and int(cells[3]) > 1 and cells[5] == cells[6] == '13', row
