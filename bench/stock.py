@@ -15,14 +15,14 @@ Writes `stock-<device>.md` and `.json` to `--out` (default bench/results), with 
 Run: python bench/stock.py [--device cpu] [--models a,b | all] [--out DIR]
 """
 from __future__ import annotations
-import argparse, copy, json, math, statistics, sys, time
+import argparse, json, math, statistics, sys, time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from zoo import torchvision_model
-from timing import call, interleaved, machine_info, timed
+from timing import fresh_forward, interleaved, machine_info
 from methods import run_ours
 from precision import precision
 from render import header, table
@@ -92,11 +92,8 @@ MIN_SECONDS, MAX_REPEATS = 1., 40 # 5 runs of a model that takes milliseconds me
 
 def repeats_for(model, xb, device, repeats:int) -> int:
     "At least `repeats`, and as many as take about `MIN_SECONDS` of lsuv_init (some 3 forwards each), at most `MAX_REPEATS`"
-    m = copy.deepcopy(model)
-    def forward():
-        with torch.no_grad(): call(m, xb)
-    timed(forward, device)
-    return max(repeats, min(MAX_REPEATS, math.ceil(MIN_SECONDS / (3 * timed(forward, device)[0]))))
+    fresh_forward(model, xb, device) # warms up the kernels, so the second forward is a typical one
+    return max(repeats, min(MAX_REPEATS, math.ceil(MIN_SECONDS / (3 * fresh_forward(model, xb, device)))))
 
 
 def bench_one(name:str, build, device, repeats:int) -> dict:

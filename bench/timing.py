@@ -44,18 +44,22 @@ class ForwardCounter:
     def __exit__(self, *a): self.handle.remove()
 
 
+def fresh_forward(base, xb, device) -> float:
+    "Seconds of one `no_grad` forward of a fresh deepcopy of `base` (made outside the timing), as each method's run gets"
+    # `base` itself never runs (a forward in train mode updates BatchNorm statistics). A forward of a copy that just
+    # ran has its weights in the CPU's caches: on a small model it is 7-10% faster than the same forward on a fresh
+    # copy, and fpe would be biased by that much against the methods
+    m = copy.deepcopy(base)
+    def run():
+        with torch.no_grad(): call(m, xb)
+    return timed(run, device)[0]
+
+
 def interleaved(base, xb, methods:dict, device, repeats:int, per_round:int=2, warmup:int=2):
     """Time one `no_grad` forward of `base` against each of `methods` (name -> `fn(model)`), every forward and every
     run on its own deepcopy of `base` (made outside the timing): `per_round` forwards, then one run of each method,
     `repeats` times, then `per_round` forwards more. Returns the forward times and `{name: [(seconds, model, fn's result)]}`"""
-    # `base` itself never runs (a forward in train mode updates BatchNorm statistics). A forward of a copy that just
-    # ran has its weights in the CPU's caches: on a small model it is 7-10% faster than the same forward on a fresh
-    # copy, which is what each method gets, and fpe would be biased by that much against the methods
-    def forward():
-        m = copy.deepcopy(base)
-        def run():
-            with torch.no_grad(): call(m, xb)
-        return timed(run, device)[0]
+    def forward(): return fresh_forward(base, xb, device)
     for _ in range(warmup): forward()
     fwd, runs = [], {name: [] for name in methods}
     def forwards(): fwd.extend(forward() for _ in range(per_round))

@@ -33,11 +33,15 @@ class LSUVWarning(UserWarning):
     "A unit's target was not met, or a unit was left alone"
 
 # %% ../nbs/00a_units.ipynb #71e9948b
+def _own_dicts(m:nn.Module) -> tuple:
+    "The dicts `m` holds its parameters, buffers and other attributes in (`nn.Module` keeps each name in one of them)"
+    return m._parameters, m._buffers, m.__dict__
+
 def own_attr(m:nn.Module, attr:str):
     "`m`'s attribute `attr`, or `None`"
     # Read from the module's dicts first: `getattr` on a module without the attribute raises inside `Module.__getattr__`,
     # which costs more than everything else in the search for units
-    for d in (m._parameters, m._buffers, m.__dict__):
+    for d in _own_dicts(m):
         if attr in d: return d[attr]
     return getattr(m, attr, None) if hasattr(type(m), attr) else None
 
@@ -77,7 +81,7 @@ class Knob:
     def scaled_copy(self, a:float):
         "The module sees the knob times `a` inside the `with` block, a new tensor in its place: the knob itself is never written"
         # One pass over the value, where `moved` takes three (save, move, restore): for a probe, on a large weight
-        held = next((d for d in (self.module._parameters, self.module._buffers, self.module.__dict__) if self.attr in d), None)
+        held = next((d for d in _own_dicts(self.module) if self.attr in d), None)
         if held is None or not self.is_tensor: # a float, or a value the module's class computes
             with self.moved(a): yield self
             return
