@@ -1,6 +1,6 @@
 """Peak memory of `lsuv_init` against one plain `torch.no_grad()` forward pass, above the model's own footprint.
 
-Each measurement runs in a fresh Python process (`python bench/memory.py --child MODEL OP`), so nothing one leaves in
+Each measurement runs in a fresh Python process (`python -m bench.memory --child MODEL OP`), so nothing one leaves in
 the allocator or in torch's caches reaches another. On a CPU that process builds the model and its batch, runs the
 operation once on 2 samples (unmeasured: it loads the kernels' code and fills torch's and oneDNN's one-time caches),
 resets the kernel's peak-RSS counter (`echo 5 > /proc/self/clear_refs`), reads its RSS (`VmRSS` in /proc/self/status),
@@ -15,12 +15,47 @@ use the caching allocator's own count instead: `max_memory_allocated` minus `mem
 """
 from __future__ import annotations
 import argparse, copy, gc, json, os, resource, subprocess, sys, time, warnings
+from dataclasses import dataclass, asdict
 from pathlib import Path
+
+from .zoo import ModelRun, make, memory_specs
 
 MIB = 2 ** 20
 CALIBRATION_MIB = 256
 MMAP_THRESHOLD = 128 * 1024
 OPS = ('forward', 'lsuv_init')
+
+
+@dataclass
+class Measure:
+    "One fresh process's measurement: the peak above the footprint and how it was read, or the error the process ended with"
+    model: str
+    op: str
+    peak_mib: float | None = None
+    method: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    base_mib: float | None = None  # the footprint the peak is above
+    model_mib: float | None = None  # the model's weights and buffers
+    batch_mib: float | None = None
+    expected_mib: float | None = None  # the calibration's: the size of the tensor it allocates
+
+
+@dataclass(kw_only=True)
+class MemoryRow(ModelRun):
+    "One model's no_grad forward and lsuv_init, each measured in a fresh process, and the ratio of their peaks"
+    forward: Measure
+    lsuv_init: Measure
+    ratio: float | None
+
+
+@dataclass
+class MemoryResult:
+    "The memory section: how peaks are measured, the calibration, the torch threads, a row per model"
+    method: str
+    calibration: Measure
+    threads: int
+    models: list[MemoryRow]
 
 
 def _proc_status(key:str) -> int:
@@ -84,17 +119,16 @@ def run_op(op:str, model, xb):
         return lsuv_init(model, xb)
 
 
-def child(name:str, op:str, quick:bool, device:str, threads:int) -> dict:
+def child(name:str, op:str, quick:bool, device:str, threads:int) -> Measure:
     "Measure `op` on model `name` in this (fresh) process; `name` 'calibration' allocates a tensor of known size instead"
     import torch
-    from zoo import make, memory_specs
     torch.set_num_threads(threads)
     dev = torch.device(device)
     meter = CudaMeter(dev) if dev.type == 'cuda' else RssMeter()
     if name == 'calibration':
         meter.reset()
         x = torch.ones(CALIBRATION_MIB * MIB // 4, device=dev)
-        return dict(model=name, op=op, peak_mib=meter.peak() / MIB, method=meter.method, expected_mib=CALIBRATION_MIB)
+        return Measure(name, op, peak_mib=meter.peak() / MIB, method=meter.method, expected_mib=CALIBRATION_MIB)
     model, xb = make(memory_specs(quick)[name], dev)
     if meter.method != 'ru_maxrss':  # warm-up on a copy (lsuv_init changes the model), then every copy freed
         run_op(op, copy.deepcopy(model) if op == 'lsuv_init' else model, xb[:2])
@@ -102,35 +136,33 @@ def child(name:str, op:str, quick:bool, device:str, threads:int) -> dict:
     t0 = time.perf_counter()
     run_op(op, model, xb)
     peak = meter.peak()
-    return dict(model=name, op=op, peak_mib=peak / MIB, method=meter.method, seconds=time.perf_counter() - t0,
-                base_mib=meter.base / MIB, model_mib=sum(t.numel() * t.element_size() for t in model.state_dict().values()) / MIB,
-                batch_mib=xb.numel() * xb.element_size() / MIB)
+    return Measure(name, op, peak_mib=peak / MIB, method=meter.method, seconds=time.perf_counter() - t0,
+                   base_mib=meter.base / MIB, model_mib=sum(t.numel() * t.element_size() for t in model.state_dict().values()) / MIB,
+                   batch_mib=xb.numel() * xb.element_size() / MIB)
 
 
-def measure(name:str, op:str, quick:bool, device:str, threads:int) -> dict:
+def measure(name:str, op:str, quick:bool, device:str, threads:int) -> Measure:
     "Run `child` in a fresh process, glibc's mmap threshold fixed; its result, or the error it ended with"
-    cmd = [sys.executable, __file__, '--child', name, op, '--device', device, '--threads', str(threads)] + (['--quick'] if quick else [])
+    cmd = [sys.executable, '-m', __spec__.name, '--child', name, op, '--device', device, '--threads', str(threads)] + (['--quick'] if quick else [])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parent)
-    if r.returncode: return dict(model=name, op=op, error=(r.stderr.strip().splitlines() or ['?'])[-1][:300])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    # run from the folder that holds the `bench` package, so the child imports it wherever this run started
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
+    if r.returncode: return Measure(name, op, error=(r.stderr.strip().splitlines() or ['?'])[-1][:300])
+    return Measure(**json.loads(r.stdout.strip().splitlines()[-1]))
 
 
-def memory_section(names:list, quick:bool, device:str, threads:int) -> dict:
+def memory_section(names:list, quick:bool, device:str, threads:int) -> MemoryResult:
     "The calibration, then for each model its forward's and lsuv_init's peaks above the footprint, and their ratio"
-    from zoo import memory_specs
     specs, rows = memory_specs(quick), []
     cal = measure('calibration', 'alloc', quick, device, threads)
-    print(f"   calibration: {CALIBRATION_MIB} MiB tensor reads {cal.get('peak_mib', float('nan')):.1f} MiB", flush=True)
+    print(f"   calibration: {CALIBRATION_MIB} MiB tensor reads {cal.peak_mib if cal.peak_mib is not None else float('nan'):.1f} MiB", flush=True)
     for n in names:
-        row = dict(model=n, desc=specs[n].desc, batch=specs[n].batch, input=list(specs[n].shape))
-        for op in OPS: row[op] = measure(n, op, quick, device, threads)
-        f, l = (row[op].get('peak_mib') for op in OPS)
-        row['ratio'] = l / f if f and l is not None else None
-        print(f"   {n}: forward +{f or float('nan'):.0f} MiB, lsuv_init +{l or float('nan'):.0f} MiB"
-              + (f", {row['ratio']:.2f}x" if row['ratio'] else ''), flush=True)
-        rows.append(row)
-    return dict(method=__doc__.split('\n\n', 1)[1].strip(), calibration=cal, threads=threads, models=rows)
+        f, l = (measure(n, op, quick, device, threads) for op in OPS)
+        ratio = l.peak_mib / f.peak_mib if f.peak_mib and l.peak_mib is not None else None
+        rows.append(MemoryRow.of(n, specs[n], forward=f, lsuv_init=l, ratio=ratio))
+        print(f"   {n}: forward +{f.peak_mib or float('nan'):.0f} MiB, lsuv_init +{l.peak_mib or float('nan'):.0f} MiB"
+              + (f", {ratio:.2f}x" if ratio else ''), flush=True)
+    return MemoryResult(method=__doc__.split('\n\n', 1)[1].strip(), calibration=cal, threads=threads, models=rows)
 
 
 if __name__ == '__main__':
@@ -140,4 +172,4 @@ if __name__ == '__main__':
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--quick', action='store_true')
     a = p.parse_args()
-    print(json.dumps(child(*a.child, a.quick, a.device, a.threads)))
+    print(json.dumps(asdict(child(*a.child, a.quick, a.device, a.threads))))

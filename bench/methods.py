@@ -1,22 +1,24 @@
 """The LSUV methods the benchmark compares, each run on its own copy of one seeded model:
 
 - `ours`: this package's `lsuv_init(model, xb, tol=...)`; `ours-notel` the same with `telemetry=False`;
-- `07a`: fastai course-v3 07a_lsuv, `lsuv_callback.layers.lsuv_07a` (a full model forward per check), on the units
-  `find_units` picks, with 07a's knobs found on each unit by `knobs_07a`;
+- `07a`: fastai course-v3 07a_lsuv, `course07a.lsuv_07a` (a full model forward per check), on the units `find_units`
+  picks, with 07a's knobs found on each unit by `knobs_07a`;
 - `pypi`: the PyPI `lsuv` package, when it can be imported (skipped with a note otherwise).
 
-The baselines cost O(units) forwards: they stop after a budget of forwards or seconds (`Budget`), and their cost is then a
-lower bound, with an estimate extrapolated over the units left."""
+Each gives a `MethodResult` (`OursResult`, `BaselineResult`), or `Skipped`. The baselines cost O(units) forwards: they
+stop after a budget of forwards or seconds (`Budget`), and their cost is then a lower bound, with an estimate
+extrapolated over the units left."""
 from __future__ import annotations
 import copy, inspect, json, statistics, time, warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lsuv_callback.core import lsuv_init, find_units
-from lsuv_callback.layers import lsuv_07a, course_knobs
-from timing import Budget, ForwardCounter, timed, sync, dist_version
-from precision import precision, adjustable
+from .course07a import lsuv_07a, course_knobs
+from .timing import Budget, ForwardCounter, Timed, timed, sync, dist_version
+from .precision import Precision, precision, adjustable
 
 try:
     from lsuv_callback.core import LSUVWarning
@@ -28,39 +30,121 @@ BASELINES = ('07a', 'pypi')
 METHODS = (*OURS, *BASELINES)
 
 
+@dataclass
+class Skipped:
+    "A method that did not run on a model, and why"
+    skipped: str
+
+
+@dataclass(kw_only=True)
+class MethodResult:
+    "A method's run on one model: its time, fpe (time / forward), full-model forwards, iterations per unit, precision"
+    time_s: float
+    fpe: float
+    forwards: int
+    iters_mean: float | None = None
+    iters_max: int | None = None
+    precision: Precision | None = None  # in a fresh pass; None where the run stopped early
+    aborted: str | None = None  # why a baseline stopped at its budget: its fpe is then a lower bound
+    fpe_est: float | None = None  # an aborted baseline's fpe, extrapolated over the units it had left
+    note: str | None = None
+
+    def notes(self) -> list[str]: return [self.note] if self.note else []
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # ours
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_ours(model, xb, **kwargs) -> dict:
+@dataclass
+class OursRun:
+    "What one `run_ours` gave: the engine's report, the full-model forwards it made, its `LSUVWarning`s"
+    report: object
+    forwards: int
+    warnings: list[str]
+
+
+@dataclass
+class ReportSummary:
+    "The engine report's own verdict"
+    ok: bool
+    worst_mean: float
+    worst_std: float
+    elapsed: float
+
+
+@dataclass(kw_only=True)
+class OursResult(MethodResult):
+    "`lsuv_init` on one model: the median of its runs, each run's time, the first run's report, warnings and precision"
+    times: list[float]
+    fpe_runs: list[float]
+    iters: list[int]
+    report: list[dict]  # the engine report's units, as records
+    report_vs_fresh_std: float | None  # the largest gap between a unit's reported std and its fresh-pass std
+    report_attrs: ReportSummary
+    warnings: list[str]  # the first 20
+    n_warnings: int
+    not_adjusted: dict[str, str | None]  # unit -> why its mean was left alone
+
+    def notes(self) -> list[str]:
+        notes = super().notes()
+        if self.n_warnings: notes.append(f"{self.n_warnings} LSUVWarnings")
+        if self.not_adjusted: notes.append(f"mean not adjusted on {len(self.not_adjusted)} units")
+        if (self.report_vs_fresh_std or 0) > 1e-4:
+            notes.append(f"report std_after differs from fresh pass by {self.report_vs_fresh_std:.1e}")
+        return notes
+
+
+def run_ours(model, xb, **kwargs) -> OursRun:
     "`lsuv_init(model, xb, **kwargs)` with its full-model forwards counted and its `LSUVWarning`s recorded"
     with warnings.catch_warnings(record=True) as ws, ForwardCounter(model) as fc:
         warnings.simplefilter('always')
         report = lsuv_init(model, xb, **kwargs)
-    return dict(report=report, forwards=fc.n, warnings=[str(w.message) for w in ws if issubclass(w.category, LSUVWarning)])
+    return OursRun(report, fc.n, [str(w.message) for w in ws if issubclass(w.category, LSUVWarning)])
 
 
-def report_records(report) -> list:
+def report_records(report) -> list[dict]:
     "The report's units as plain JSON-able dicts, whatever fields the engine gives them"
     recs = json.loads(report.to_df().to_json(orient='records'))
     return [dict(r, mean_adjusted=bool(u.mean_adjusted)) for r, u in zip(recs, report.units)]
 
 
-def ours_result(runs:list, fwd:float, xb, tol:float) -> dict:
-    "One variant of ours from its interleaved runs `[(seconds, model, run_ours result)]`: cost, iterations, precision"
-    times = [t for t, _, _ in runs]
-    _, model, first = runs[0]
-    rep, units = first['report'], report_records(first['report'])
-    p = precision(model, xb, adjustable(rep), tol)
-    gap = [abs(u['std_after'] - p['fresh'][u['name']]['std']) for u in units
-           if u['name'] in p['fresh'] and u.get('std_after') is not None]
+def ours_result(runs:list[Timed], fwd:float, xb, tol:float) -> OursResult:
+    "One variant of ours from its interleaved runs (each `Timed` of a `run_ours`): cost, iterations, precision"
+    times, first = [r.seconds for r in runs], runs[0].result
+    rep, units = first.report, report_records(first.report)
+    p = precision(runs[0].model, xb, adjustable(rep), tol)
+    gap = [abs(u['std_after'] - p.fresh[u['name']].std) for u in units
+           if u['name'] in p.fresh and u.get('std_after') is not None]
     iters, t = [u['iters'] for u in units], statistics.median(times)
-    return dict(time_s=t, times=times, fpe=t / fwd, fpe_runs=[x / fwd for x in times], forwards=first['forwards'],
-                iters=iters, iters_mean=statistics.mean(iters) if iters else None, iters_max=max(iters, default=None),
-                precision=p, report=units, report_vs_fresh_std=max(gap, default=None),
-                report_attrs=dict(ok=rep.ok, worst_mean=rep.worst_mean, worst_std=rep.worst_std, elapsed=rep.elapsed),
-                warnings=first['warnings'][:20], n_warnings=len(first['warnings']),
-                not_adjusted={u['name']: u.get('mean_target') for u in units if not u['mean_adjusted']})
+    return OursResult(time_s=t, times=times, fpe=t / fwd, fpe_runs=[x / fwd for x in times], forwards=first.forwards,
+                      iters=iters, iters_mean=statistics.mean(iters) if iters else None, iters_max=max(iters, default=None),
+                      precision=p, report=units, report_vs_fresh_std=max(gap, default=None),
+                      report_attrs=ReportSummary(rep.ok, rep.worst_mean, rep.worst_std, rep.elapsed),
+                      warnings=first.warnings[:20], n_warnings=len(first.warnings),
+                      not_adjusted={u['name']: u.get('mean_target') for u in units if not u['mean_adjusted']})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the baselines: what they give
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class BaselineResult(MethodResult):
+    "A baseline's run on one model, within its budget: how far it got (units done of `total`) and how it went"
+    total: int | None  # units: those `find_units` picks for 07a, the layers it counts for pypi
+    done: int | None = None
+    iters: list[int] | None = None  # 07a: full forwards per unit
+    capped: list[tuple] | None = None  # 07a: (unit, the loops stopped at their cap)
+    uncalled: list[str] | None = None  # 07a: units its forwards never called
+    pypi_units: int | None = None
+
+    def notes(self) -> list[str]:
+        notes = super().notes()
+        if self.capped:
+            notes.append(f"{len(self.capped)} units capped: " + ', '.join(f'{n}({"+".join(c)})' for n, c in self.capped[:4]))
+        if self.uncalled: notes.append(f"{len(self.uncalled)} units never called")
+        return notes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,10 +174,10 @@ def run_07a(model, xb, args, recs:list):
 
 
 def _07a_progress(recs:list) -> dict:
-    its = [r['forwards'] for r in recs]
-    return dict(done=sum(r['done'] for r in recs), iters=its, iters_mean=statistics.mean(its) if its else None,
-                iters_max=max(its, default=None), capped=[(r['name'], r['capped']) for r in recs if r['capped']],
-                uncalled=[r['name'] for r in recs if not r['called']])
+    its = [r.forwards for r in recs]
+    return dict(done=sum(r.done for r in recs), iters=its, iters_mean=statistics.mean(its) if its else None,
+                iters_max=max(its, default=None), capped=[(r.name, r.capped) for r in recs if r.capped],
+                uncalled=[r.name for r in recs if not r.called])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,28 +220,32 @@ def _pypi_progress(forwards:int) -> dict:
 # a baseline, within its budget
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_baseline(meth:str, base, xb, fwd:float, adjust:dict, args, device, pypi_fn) -> dict:
-    "One run of baseline `meth` on a copy of `base` within its budget: time, fpe, forwards, progress, precision"
-    if meth == 'pypi' and pypi_fn is None: return dict(skipped=args.pypi_why)
-    m, recs, n_units = copy.deepcopy(base), [], len(adjust)
-    run = ((lambda: run_07a(m, xb, args, recs)) if meth == '07a' else
-           (lambda: run_pypi(pypi_fn, m, xb, args.pypi_tol or args.tol, device)))
+def _budgeted(run, m, args, device):
+    "Run `run()` on model `m` within the baseline budget: (seconds, full forwards, why it was aborted or None)"
     deadline = time.perf_counter() + args.baseline_budget if args.baseline_budget else None
-    aborted = None
     with ForwardCounter(m, max_calls=args.max_07a_fpe or None, deadline=deadline) as fc:
         t0 = time.perf_counter()
-        try: t, _ = timed(run, device)
+        try: return timed(run, device)[0], fc.n, None
         except Budget as e:
             sync(device)
-            t, aborted = time.perf_counter() - t0, str(e)
-        except Exception as e:  # a baseline that cannot handle a model is a finding, not a crash
-            return dict(skipped=f'failed: {type(e).__name__}: {e}'[:300])
-    d = dict(time_s=t, fpe=t / fwd, forwards=fc.n, aborted=aborted, total=n_units)
-    d.update(_07a_progress(recs) if meth == '07a' else _pypi_progress(fc.n))
-    if aborted:
-        d['note'] = f"aborted after {fc.n} forwards, {d['done']}/{d['total']} units done ({aborted})"
-        if d['done']: d['fpe_est'] = d['fpe'] * d['total'] / d['done']
-        for k in ('iters', 'iters_mean', 'iters_max', 'capped', 'uncalled'): d.pop(k, None)
-    else:
-        d['precision'] = precision(m, xb, adjust, args.tol)
-    return d
+            return time.perf_counter() - t0, fc.n, str(e)
+
+
+def run_baseline(meth:str, base, xb, fwd:float, adjust:dict, args, device, pypi_fn) -> BaselineResult | Skipped:
+    "One run of baseline `meth` on a copy of `base` within its budget: time, fpe, forwards, progress, precision"
+    if meth == 'pypi' and pypi_fn is None: return Skipped(args.pypi_why)
+    m, recs = copy.deepcopy(base), []
+    run = ((lambda: run_07a(m, xb, args, recs)) if meth == '07a' else
+           (lambda: run_pypi(pypi_fn, m, xb, args.pypi_tol or args.tol, device)))
+    try: t, forwards, aborted = _budgeted(run, m, args, device)
+    except Exception as e:  # a baseline that cannot handle a model is a finding, not a crash
+        return Skipped(f'failed: {type(e).__name__}: {e}'[:300])
+    progress = _07a_progress(recs) if meth == '07a' else _pypi_progress(forwards)
+    res = BaselineResult(**(dict(time_s=t, fpe=t / fwd, forwards=forwards, aborted=aborted, total=len(adjust)) | progress))
+    if not aborted:
+        res.precision = precision(m, xb, adjust, args.tol)
+        return res
+    res.note = f"aborted after {forwards} forwards, {res.done}/{res.total} units done ({aborted})"
+    if res.done: res.fpe_est = res.fpe * res.total / res.done
+    res.iters = res.iters_mean = res.iters_max = res.capped = res.uncalled = None
+    return res

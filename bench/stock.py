@@ -2,7 +2,7 @@
 """LSUV on the stock models people bring: torchvision, timm and Hugging Face transformers models built from their configs
 (random init, nothing downloaded), each at batch 8, default `lsuv_init` settings, on one device.
 
-For each model this measures, in one run, with the main bench's helpers (bench.py):
+For each model this measures, in one run, with the main bench's helpers (timing.py, methods.py, precision.py):
 - `fpe`: `lsuv_init` time over one plain `torch.no_grad()` forward of the model as built (median of `--repeats` runs
   interleaved with the forwards, so both see the same load, and more runs for a fast model; each run and each forward
   on a fresh copy of the model);
@@ -12,20 +12,20 @@ For each model this measures, in one run, with the main bench's helpers (bench.p
 - `repeatable`: the runs, on copies of the same model without reseeding, give bit-identical weights.
 
 Writes `stock-<device>.md` and `.json` to `--out` (default bench/results), with a header saying how it was run.
-Run: python bench/stock.py [--device cpu] [--models a,b | all] [--out DIR]
+Run: python -m bench.stock [--device cpu] [--models a,b | all] [--out DIR]
 """
 from __future__ import annotations
 import argparse, json, math, statistics, sys, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from zoo import torchvision_model
-from timing import fresh_forward, interleaved, machine_info
-from methods import run_ours
-from precision import precision
-from render import header, table
+from .zoo import torchvision_model
+from .timing import Machine, fresh_forward, interleaved, machine_info
+from .methods import run_ours
+from .precision import precision
+from .render import header, table
 
 BATCH, PX, TOKENS = 8, 64, 32
 
@@ -96,7 +96,29 @@ def repeats_for(model, xb, device, repeats:int) -> int:
     return max(repeats, min(MAX_REPEATS, math.ceil(MIN_SECONDS / (3 * fresh_forward(model, xb, device)))))
 
 
-def bench_one(name:str, build, device, repeats:int) -> dict:
+@dataclass
+class StockResult:
+    "`lsuv_init` on one stock model: its cost in fpe, its units, its warnings, its fresh-pass error, its repeatability"
+    model: str
+    runs: int
+    params_m: float
+    fwd_s: float
+    fpe: float
+    units: int
+    converged: int
+    warnings: list[str]  # distinct
+    worst_err: float
+    repeatable: bool
+
+
+@dataclass
+class StockFailure:
+    "A stock model the table could not build or run, and the error"
+    model: str
+    error: str
+
+
+def bench_one(name:str, build, device, repeats:int) -> StockResult:
     "fpe, units, warnings, fresh-pass worst error and repeatability of `lsuv_init` on one stock model"
     torch.manual_seed(0)
     model, xb = build()
@@ -104,18 +126,18 @@ def bench_one(name:str, build, device, repeats:int) -> dict:
     xb = {k: v.to(device) for k, v in xb.items()} if isinstance(xb, dict) else xb.to(device)
     repeats = repeats_for(model, xb, device, repeats)
     fwd, runs = interleaved(model, xb, {'ours': lambda m: run_ours(m, xb)}, device, repeats)
-    (_, m, first), *rest = runs['ours']
-    report = first['report']
+    first, *rest = runs['ours']
+    report, m = first.result.report, first.model
     converged = {u.name: bool(u.mean_adjusted) for u in report.units if u.converged}
-    states = [r[1].state_dict() for r in rest]
-    return dict(model=name, runs=repeats, params_m=sum(p.numel() for p in model.parameters()) / 1e6, fwd_s=statistics.median(fwd),
-                fpe=statistics.median(t for t, _, _ in runs['ours']) / statistics.median(fwd),
-                units=len(report.units), converged=len(converged), warnings=sorted(set(first['warnings'])),
-                worst_err=precision(m, xb, converged, 1e-3)['worst_err'],
-                repeatable=all(torch.equal(p, s[k]) for s in states for k, p in m.state_dict().items()))
+    states = [r.model.state_dict() for r in rest]
+    return StockResult(model=name, runs=repeats, params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+                       fwd_s=statistics.median(fwd), fpe=statistics.median(r.seconds for r in runs['ours']) / statistics.median(fwd),
+                       units=len(report.units), converged=len(converged), warnings=sorted(set(first.result.warnings)),
+                       worst_err=precision(m, xb, converged, 1e-3).worst_err,
+                       repeatable=all(torch.equal(p, s[k]) for s in states for k, p in m.state_dict().items()))
 
 
-def render(rows:list, info:dict, args) -> str:
+def render(rows:list[StockResult | StockFailure], info:Machine, args) -> str:
     notes = [f'random init from configs (nothing downloaded), batch {BATCH}: images {PX} px (224 px for the ViTs), '
              f'token models {TOKENS} tokens; `lsuv_init(model, xb)` with its default settings',
              f'fpe = median lsuv_init time / median plain `torch.no_grad()` forward of the model as built (train mode), '
@@ -123,11 +145,11 @@ def render(rows:list, info:dict, args) -> str:
              f'at most {MAX_REPEATS}), every run and every forward on a fresh copy of the model; worst err: fresh pass in '
              f'LSUV\'s measuring mode (`unit_stats`), converged units; repeatable: all the runs give bit-identical weights']
     head = ['model', 'params (M)', 'fwd (ms)', 'runs', 'fpe', 'units', 'converged', 'warnings', 'fresh-pass worst err', 'repeatable']
-    cells = [[r['model'], '', '', '', '', '', '', '', f"error: {r['error']}", ''] if 'error' in r else
-             [r['model'], f"{r['params_m']:.1f}", f"{r['fwd_s']*1e3:.1f}", r['runs'], f"{r['fpe']:.2f}", r['units'], r['converged'],
-              len(r['warnings']), f"{r['worst_err']:.1e}", 'yes' if r['repeatable'] else 'NO'] for r in rows]
-    warned = [f'- {r["model"]}: {w}' for r in rows for w in r.get('warnings', [])]
-    L = header(f"LSUV on stock models ({info['device']})", info, notes) + table(head, 'lrrrrrrrrl', cells)
+    cells = [[r.model, '', '', '', '', '', '', '', f"error: {r.error}", ''] if isinstance(r, StockFailure) else
+             [r.model, f"{r.params_m:.1f}", f"{r.fwd_s*1e3:.1f}", r.runs, f"{r.fpe:.2f}", r.units, r.converged,
+              len(r.warnings), f"{r.worst_err:.1e}", 'yes' if r.repeatable else 'NO'] for r in rows]
+    warned = [f'- {r.model}: {w}' for r in rows if isinstance(r, StockResult) for w in r.warnings]
+    L = header(f"LSUV on stock models ({info.device})", info, notes) + table(head, 'lrrrrrrrrl', cells)
     return '\n'.join(L + (['', '## Warnings', ''] + warned if warned else [])) + '\n'
 
 
@@ -148,14 +170,16 @@ def main(argv=None):
     for n in names:
         t = time.perf_counter()
         try: r = bench_one(n, ZOO[n], device, args.repeats)
-        except Exception as e: r = dict(model=n, error=f'{type(e).__name__}: {str(e)[:200]}')
+        except Exception as e: r = StockFailure(n, f'{type(e).__name__}: {str(e)[:200]}')
         rows.append(r)
-        print(f'{n}: {time.perf_counter() - t:.1f}s', {k: v for k, v in r.items() if k != 'warnings'},
-              f"{len(r.get('warnings', []))} warnings", flush=True)
+        warned = r.warnings if isinstance(r, StockResult) else []
+        print(f'{n}: {time.perf_counter() - t:.1f}s', {k: v for k, v in asdict(r).items() if k != 'warnings'},
+              f"{len(warned)} warnings", flush=True)
     md, out = render(rows, info, args), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f'stock-{device.type}.md').write_text(md)
-    (out / f'stock-{device.type}.json').write_text(json.dumps(dict(machine=info, models=rows), indent=1, default=str))
+    (out / f'stock-{device.type}.json').write_text(json.dumps(dict(machine=asdict(info), models=[asdict(r) for r in rows]),
+                                                             indent=1, default=str))
     print('\n' + md)
     return 0
 

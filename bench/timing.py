@@ -2,8 +2,10 @@
 budgeted), and method runs interleaved with forward timings so both see the same machine load."""
 from __future__ import annotations
 import copy, datetime, os, platform, time
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 def sync(device):
@@ -55,10 +57,18 @@ def fresh_forward(base, xb, device) -> float:
     return timed(run, device)[0]
 
 
+@dataclass
+class Timed:
+    "One timed run of a method: its seconds, the model copy it ran on, and what it returned"
+    seconds: float
+    model: nn.Module
+    result: object
+
+
 def interleaved(base, xb, methods:dict, device, repeats:int, per_round:int=2, warmup:int=2):
     """Time one `no_grad` forward of `base` against each of `methods` (name -> `fn(model)`), every forward and every
     run on its own deepcopy of `base` (made outside the timing): `per_round` forwards, then one run of each method,
-    `repeats` times, then `per_round` forwards more. Returns the forward times and `{name: [(seconds, model, fn's result)]}`"""
+    `repeats` times, then `per_round` forwards more. Returns the forward times and `{name: [Timed]}`"""
     def forward(): return fresh_forward(base, xb, device)
     for _ in range(warmup): forward()
     fwd, runs = [], {name: [] for name in methods}
@@ -68,7 +78,7 @@ def interleaved(base, xb, methods:dict, device, repeats:int, per_round:int=2, wa
         for name, fn in methods.items():
             m = copy.deepcopy(base)
             t, res = timed(lambda: fn(m), device)
-            runs[name].append((t, m, res))
+            runs[name].append(Timed(t, m, res))
     forwards()
     return fwd, runs
 
@@ -80,17 +90,35 @@ def dist_version(dist:str) -> str:
     except Exception: return '?'
 
 
-def machine_info(device, libs=('torchvision',)) -> dict:
+@dataclass
+class Machine:
+    "Where a run was made: CPU, cores, torch threads, GPU, load at the start, the versions of python, torch and libraries"
+    cpu: str
+    cores: int
+    torch_threads: int
+    python: str
+    torch: str
+    libs: dict[str, str]  # library -> version
+    lsuv_callback: str
+    platform: str
+    device: str
+    date: str
+    load_avg: tuple[float, float, float] | None = None
+    gpu: str | None = None
+    cuda: str | None = None
+
+
+def machine_info(device, libs=('torchvision',)) -> Machine:
     "CPU, cores, torch threads, load, GPU, and the versions of python, torch, `libs` and this package"
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f: cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
     except (OSError, StopIteration): pass
-    info = dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
-                torch=torch.__version__, **{lib: dist_version(lib) for lib in libs}, lsuv_callback=dist_version('lsuv_callback'),
-                platform=platform.platform(), device=str(device), date=datetime.datetime.now().isoformat(timespec='seconds'),
-                libs=list(libs))
-    try: info['load_avg'] = os.getloadavg()
+    info = Machine(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
+                   torch=torch.__version__, libs={lib: dist_version(lib) for lib in libs},
+                   lsuv_callback=dist_version('lsuv_callback'), platform=platform.platform(), device=str(device),
+                   date=datetime.datetime.now().isoformat(timespec='seconds'))
+    try: info.load_avg = os.getloadavg()
     except OSError: pass
-    if device.type == 'cuda': info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    if device.type == 'cuda': info.gpu, info.cuda = torch.cuda.get_device_name(device), torch.version.cuda
     return info

@@ -27,6 +27,21 @@ class Spec:
     def __post_init__(self): self.spec_batch = self.spec_batch or self.batch
 
 
+@dataclass(kw_only=True)
+class ModelRun:
+    "A model as a section ran it: its name and description, the batch x input it ran on, the batch the issue names"
+    model: str
+    desc: str
+    batch: int
+    input: list[int]
+    spec_batch: int
+
+    @classmethod
+    def of(cls, name:str, spec:Spec, **kwargs):
+        "The run of model `name` of `spec`, with the fields of `cls` beyond `ModelRun`'s in `kwargs`"
+        return cls(model=name, desc=spec.desc, batch=spec.batch, input=list(spec.shape), spec_batch=spec.spec_batch, **kwargs)
+
+
 def make(spec:Spec, device, seed:int=0):
     "The model of `spec` with seeded weights, and its seeded input batch, on `device`"
     torch.manual_seed(seed)

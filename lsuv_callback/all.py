@@ -1,4 +1,4 @@
-"""`from lsuv_callback.all import *`: the whole public API, as fastai's own `all` modules give theirs.
+"""`from lsuv_callback.all import *`: the public API, as fastai's own `all` modules give theirs.
 
 Docs: https://lsuv-callback.github.io/lsuv_callback/all.html.md"""
 
@@ -8,16 +8,13 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/all.html.md"""
 __all__ = []
 
 # %% ../nbs/04_all.ipynb #d1a98f43
-from .units import *
-from .batch import *
-from .measure import *
-from .fit import *
-from .report import *
-from .distributed import *
-from .single_pass import *
-from .core import *
-from .callback import *
-from .layers import *
-from . import units, batch, measure, fit, report, distributed, single_pass, core, callback, layers
-# nbdev's `__all__` lists only what a module defines; this module is made of what the others define
-__all__ = [name for m in (units, batch, measure, fit, report, distributed, single_pass, core, callback, layers) for name in m.__all__]
+from .units import LSUVError, LSUVNothingToInit, LSUVWarning, find_units
+from .measure import default_tol
+from .report import LSUVReport, UnitReport
+from .core import lsuv_init, unit_stats, lsuv_done, mark_lsuv_done, watch_loads, pretrained_from
+from .callback import LSUVCallback, draw_batches
+from .layers import GeneralRelu, cnn_07a
+__all__ = ['lsuv_init', 'unit_stats', 'find_units', 'LSUVReport', 'UnitReport', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning',
+           'default_tol', 'lsuv_done', 'mark_lsuv_done', 'watch_loads', 'pretrained_from', 'LSUVCallback', 'draw_batches',
+           'GeneralRelu', 'cnn_07a']
+

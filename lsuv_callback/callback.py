@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #eab8b124
 from __future__ import annotations
-import inspect, itertools, warnings
+import itertools, warnings
 from contextlib import nullcontext
 with warnings.catch_warnings():
     # fastai applies `torch.jit.script`, which recent torch deprecates, to some of its own functions when imported: a
@@ -15,30 +15,15 @@ with warnings.catch_warnings():
     from fastai.basics import *
     from fastai.callback.progress import ProgressCallback
     from fastai.torch_core import get_random_states, set_random_states
-from .core import lsuv_init
+from .core import lsuv_init, lsuv_done, mark_lsuv_done, watch_loads, why_keep, lsuv_options
 from .units import unwrap, LSUVError, LSUVNothingToInit, LSUVWarning
 from .report import LSUVReport
 from .distributed import copy_rank0_weights
 
 # %% auto #0
-__all__ = ['lsuv_done', 'mark_lsuv_done', 'watch_loads', 'draw_batches', 'LSUVCallback']
+__all__ = ['draw_batches', 'LSUVCallback']
 
 # %% ../nbs/01_callback.ipynb #4adb2bd4
-def lsuv_done(model:nn.Module) -> bool:
-    "Has `model` been initialised by LSUV, or had weights loaded into it?"
-    return getattr(unwrap(model), '_lsuv_done', False)
-
-def mark_lsuv_done(model:nn.Module, *_):
-    "Mark `model` as initialised (a module-level function, so a model holding it as a hook still pickles)"
-    unwrap(model)._lsuv_done = True
-
-def watch_loads(model:nn.Module):
-    "Mark `model` as initialised whenever a state dict is loaded into it"
-    model = unwrap(model)
-    if getattr(model, '_lsuv_watched', False): return
-    model.register_load_state_dict_post_hook(mark_lsuv_done)
-    model._lsuv_watched = True
-
 _fastai_load = Learner.load
 
 @patch
@@ -72,8 +57,6 @@ def draw_batches(dl, n:int=1) -> list:
     return [tuple(b[:n_inp]) for b in batches]
 
 # %% ../nbs/01_callback.ipynb #63523b60
-_lsuv_options = set(inspect.signature(lsuv_init).parameters) - {'model', 'xb'}
-
 class LSUVCallback(Callback):
     "Initialise the model with LSUV on `n_batches` training batches, once, before it first trains"
     order = TrainEvalCallback.order + 1
@@ -84,18 +67,20 @@ class LSUVCallback(Callback):
         show:bool=True, # Log the report's summary table through `learn.logger`
         **lsuv_kwargs # Passed to `lsuv_init`: tol, target_mean, target_std, max_iter, orthonormal, modules, ...
     ):
-        # A misspelt option would otherwise surface only at the first fit
-        unknown = sorted(set(lsuv_kwargs) - _lsuv_options)
-        if unknown: raise TypeError(f"LSUVCallback: unknown options {unknown}; `lsuv_init` takes {sorted(_lsuv_options)}")
         store_attr('n_batches,show')
-        self.lsuv_kwargs, self.unshown = lsuv_kwargs, None
+        self.lsuv_kwargs, self.unshown = lsuv_options('LSUVCallback', lsuv_kwargs), None
 
     def after_create(self): watch_loads(self.learn.model)
 
     def before_fit(self):
-        watch_loads(self.learn.model)
+        model = self.learn.model
+        watch_loads(model)
         if self.learn.lock.locked(): return
-        if not lsuv_done(self.learn.model): self.initialise_or_go_on()
+        why = why_keep(model, named='modules' in self.lsuv_kwargs)
+        if not why: self.initialise_or_go_on()
+        elif not lsuv_done(model):
+            mark_lsuv_done(model) # said once, not at every fit
+            warnings.warn(f"LSUV: {type(unwrap(model)).__name__} is left as it is: {why}", LSUVWarning)
         self.log_unshown()
 
     def initialise_or_go_on(self):

@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #0580e62b
 from __future__ import annotations
-import time
+import inspect, time
 from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
@@ -21,13 +21,13 @@ from .single_pass import SinglePass, kept_buffers, orthonormal_start
 from .units import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 
 # %% auto #0
-__all__ = ['lsuv_init', 'unit_stats']
+__all__ = ['lsuv_init', 'unit_stats', 'lsuv_done', 'mark_lsuv_done', 'watch_loads', 'pretrained_from', 'why_keep', 'lsuv_options']
 
 # %% ../nbs/00_core.ipynb #000b31f4
 def lsuv_init(
-    model:nn.Module, # Any PyTorch model (or a DDP/DataParallel wrapper of one); changed in place
+    model:nn.Module, # Any PyTorch model (or a DDP, DataParallel or `torch.compile` wrapper of one); changed in place
     xb, # Batch: a tensor, a tuple of args, a dict of kwargs, or a list of such batches (pooled)
-    modules:list|Callable|None=None, # Modules to initialise, or a predicate on modules; default: found automatically
+    modules:list|Callable|None=None, # Modules (or their names, parameter names, glob patterns) to initialise, or a predicate; default: found automatically
     tol:float|tuple|None=None, # Tolerance on |mean-target_mean| and |std-target_std|, or (mean_tol, std_tol); default `default_tol` of the weights' dtype
     target_mean:float=0., # Mean each unit's output should have, where a knob can shift it
     target_std:float=1., # Std each unit's output should have
@@ -42,7 +42,7 @@ def lsuv_init(
     # stages below read the module tree: one walk serves them all
     with torch.inference_mode(False), walked_once():
         targets = check_settings(model, tol, target_mean, target_std, max_iter)
-        units = lsuv_units(model, modules)
+        units, left_alone = lsuv_units(model, modules)
         ranks = Ranks(model_device_dtype(model)[0])
         with kept_buffers(model, units), failing_together(ranks):
             args, kwargs = prepare_batch(xb, model)
@@ -51,6 +51,7 @@ def lsuv_init(
                 single = SinglePass(model, units, targets, max_iter, telemetry, ranks, progress)
                 single.run(args, kwargs)
                 report = single.report(describe_batch(args, kwargs), time.perf_counter() - start)
+                report.left_alone = left_alone
                 report.warn()
                 single.commit()
     return report
@@ -69,3 +70,43 @@ def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tup
         for u in units: hooks.enter_context(u.module.register_forward_hook(hook(u)))
         call_model(model, args, kwargs)
     return [(n, *outs[n]) for n in outs]
+
+# %% ../nbs/00_core.ipynb #757643ec
+def lsuv_done(model:nn.Module) -> bool:
+    "Has `model` been initialised by LSUV, or had weights loaded into it (see `watch_loads`)?"
+    return getattr(unwrap(model), '_lsuv_done', False)
+
+def mark_lsuv_done(model:nn.Module, *_):
+    "Mark `model` as initialised (a module-level function, so a model holding it as a hook still pickles)"
+    unwrap(model)._lsuv_done = True
+
+def watch_loads(model:nn.Module):
+    "Mark `model` as initialised whenever a state dict is loaded into it"
+    model = unwrap(model)
+    if getattr(model, '_lsuv_watched', False): return
+    model.register_load_state_dict_post_hook(mark_lsuv_done)
+    model._lsuv_watched = True
+
+
+# %% ../nbs/00_core.ipynb #5b3b324a
+def pretrained_from(model:nn.Module) -> str:
+    "Where `from_pretrained` loaded `model`, or a module inside it, from ('' if it did not): Hugging Face models keep it in `name_or_path`"
+    paths = (getattr(m, 'name_or_path', '') for m in unwrap(model).modules())
+    return next((p for p in paths if isinstance(p, str) and p), '')
+
+def why_keep(model:nn.Module, named:bool=False) -> str:
+    "Why a trainer's callback must leave `model`'s weights as they are ('' if LSUV may initialise it); `named`: `modules=` was given"
+    if lsuv_done(model): return 'LSUV initialised it already, or weights were loaded into it'
+    if (source := pretrained_from(model)) and not named:
+        return (f"its weights come from `from_pretrained('{source}')`: pass `modules=` (say, the `missing_keys` of "
+                "`from_pretrained(..., output_loading_info=True)`) to initialise its new layers")
+    return ''
+
+
+# %% ../nbs/00_core.ipynb #b00f26d7
+def lsuv_options(who:str, options:dict) -> dict:
+    "`options` for `lsuv_init`, or a `TypeError` from `who` naming those `lsuv_init` does not take"
+    unknown = sorted(set(options) - (known := set(inspect.signature(lsuv_init).parameters) - {'model', 'xb'}))
+    if unknown: raise TypeError(f"{who}: unknown options {unknown}; `lsuv_init` takes {sorted(known)}")
+    return options
+

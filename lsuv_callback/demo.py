@@ -318,7 +318,7 @@ def plot_results(runs:list[dict], fname=None):
         ax.set(title=f'{model}: std of each unit\'s output at the start', xlabel='unit (module index)', ylabel='std (log scale)')
         ax.legend()
     fig.tight_layout()
-    if fname is not None: fig.savefig(fname, dpi=100)
+    if fname is not None: fig.savefig(fname, dpi=100, bbox_inches='tight') # every title and label inside the canvas
     return fig
 
 # %% ../nbs/02_demo.ipynb #c41e7b20

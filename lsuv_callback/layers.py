@@ -1,4 +1,4 @@
-"""`GeneralRelu` and the 07a `ConvLayer`, the building blocks of fastai course-v3 lesson 10, so course users can run LSUV on the same models; the course's own classes and its LSUV loop, as references.
+"""`GeneralRelu` and the 07a `ConvLayer`, the building blocks of fastai course-v3 lesson 10, so course users can run LSUV on the same models; the course's own classes, as references.
 
 Docs: https://lsuv-callback.github.io/lsuv_callback/layers.html.md"""
 
@@ -6,15 +6,13 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/layers.html.md"""
 
 # %% ../nbs/03_layers.ipynb #01122709
 from __future__ import annotations
-import math
 from collections import OrderedDict
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['GeneralRelu', 'ConvLayer', 'View', 'cnn_07a', 'CourseGeneralRelu', 'CourseConvLayer', 'find_modules', 'course_knobs',
-           'lsuv_module', 'lsuv_07a']
+__all__ = ['GeneralRelu', 'ConvLayer', 'View', 'cnn_07a', 'CourseGeneralRelu', 'CourseConvLayer']
 
 # %% ../nbs/03_layers.ipynb #a0c50898
 class GeneralRelu(nn.Module):
@@ -92,62 +90,3 @@ class CourseConvLayer(nn.Module):
     def bias(self,v): self.relu.sub = -v
     @property
     def weight(self): return self.conv.weight
-
-# %% ../nbs/03_layers.ipynb #7363f421
-def find_modules(m, cond):
-    "`m`'s modules for which `cond` holds, outermost first (not searched inside): the course's `find_modules`"
-    if cond(m): return [m]
-    return sum([find_modules(o,cond) for o in m.children()], [])
-
-def course_knobs(m):
-    "07a's knobs: `m.weight`, divided by the std, and `m.bias`, lowered by the mean (a `ConvLayer`'s bias is its `-sub`)"
-    def shift(mean): m.bias -= mean
-    return m.weight, shift
-
-# %% ../nbs/03_layers.ipynb #46541078
-def lsuv_module(model, m, xb, tol=1e-3, max_iter=50, order='course', knobs=course_knobs, rec=None):
-    "07a's `lsuv_module`: shift `m`'s output to mean 0, then scale it to std 1, checking each with a forward of `model`"
-    weight, shift = knobs(m)
-    rec = {} if rec is None else rec
-    rec.update(forwards=0, mean_steps=0, std_steps=0, capped=[], called=True)
-    h = {}
-    def append_stat(mod, inp, outp):
-        d = (outp[0] if isinstance(outp, (tuple, list)) else outp).data
-        h['mean'], h['std'] = d.mean().item(), d.std().item()
-    def forward():
-        "07a's `mdl(xb) is not None`: one full forward; false when it did not call `m`"
-        h.clear(); model(xb)
-        rec['forwards'] += 1; rec['called'] = bool(h)
-        return rec['called']
-    def capped(stat, usable):
-        "Count one adjustment of `stat`, unless it is past `max_iter` or the value is unusable: then note the loop as capped"
-        if usable and rec[f'{stat}_steps'] < max_iter: rec[f'{stat}_steps'] += 1; return False
-        rec['capped'].append(stat); return True
-    def mean_loop():
-        while shift is not None and forward() and abs(h['mean']) > tol:
-            if capped('mean', math.isfinite(h['mean'])): return
-            shift(h['mean'])
-    def std_loop():
-        while weight is not None and forward() and abs(h['std']-1) > tol:
-            if capped('std', 0 < h['std'] < math.inf): return
-            weight.data /= h['std']
-    hook = m.register_forward_hook(append_stat)
-    try:
-        for loop in ((mean_loop, std_loop) if order == 'course' else (std_loop, mean_loop)): loop()
-    finally: hook.remove()
-    rec.update(mean=h.get('mean'), std=h.get('std'))
-    return h.get('mean'), h.get('std')
-
-# %% ../nbs/03_layers.ipynb #82826654
-def lsuv_07a(model, xb, mods=None, tol=1e-3, max_iter=50, order='course', knobs=course_knobs, recs=None) -> list:
-    "fastai course-v3 07a LSUV: `lsuv_module` on each of `mods` (default: the `ConvLayer`s) in turn; a record per unit"
-    if mods is None: mods = find_modules(model, lambda o: isinstance(o, (ConvLayer, CourseConvLayer)))
-    names = {id(m): n for n, m in model.named_modules()}
-    recs = [] if recs is None else recs
-    with torch.no_grad():
-        for m in mods:
-            rec = dict(name=names.get(id(m)), done=False)
-            recs.append(rec)
-            lsuv_module(model, m, xb, tol, max_iter, order, knobs, rec)
-            rec['done'] = True
-    return recs

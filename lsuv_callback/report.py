@@ -95,6 +95,7 @@ class LSUVReport:
     elapsed: float = 0.
     world_size: int = 1 # ranks whose batches the statistics cover
     hist_span: float = 5. # the histograms cover target_mean +- hist_span * target_std
+    left_alone: dict = field(default_factory=dict) # `{rule: unit names}` of the units left alone on purpose (frozen, ...)
 
     @property
     def called(self): return [u for u in self.units if u.calls]
@@ -133,8 +134,9 @@ class LSUVReport:
     def summary(self) -> str:
         "One line: units, misses, worst errors (the time is in `elapsed`: a shown report stays the same from run to run)"
         ranks = f', statistics over {self.world_size} ranks' if self.world_size > 1 else ''
+        alone = ''.join(f', {len(names)} left alone ({rule})' for rule, names in self.left_alone.items())
         return (f'LSUV: {len(self.called)}/{len(self.units)} units, {len(self.failed)} not converged, '
-                f'worst |mean-{self.target_mean:g}| {self.worst_mean:.2e}, worst |std-{self.target_std:g}| {self.worst_std:.2e}{ranks}')
+                f'worst |mean-{self.target_mean:g}| {self.worst_mean:.2e}, worst |std-{self.target_std:g}| {self.worst_std:.2e}{ranks}{alone}')
 
     def __repr__(self):
         cols = ['name','kind','mean_before','std_before','mean_after','std_after','iters','converged','mean_target']

@@ -7,6 +7,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/units.html.md"""
 # %% ../nbs/00a_units.ipynb #5231a5b6
 from __future__ import annotations
 import sys, warnings
+from fnmatch import fnmatchcase
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from torch.nn.utils import parametrize
 # %% auto #0
 __all__ = ['LEAVE_ALONE', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning', 'own_attr', 'Knob', 'modules_of', 'tensors_of',
            'walked_once', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source',
-           'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'unwrap', 'find_units', 'names_of', 'frozen',
-           'is_sharded', 'all_zero', 'zero_init', 'knob_tensors', 'tied_elsewhere', 'fixed_scale',
+           'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'unwrap', 'find_units', 'names_of', 'is_frozen',
+           'frozen', 'is_sharded', 'all_zero', 'zero_init', 'knob_tensors', 'tied_elsewhere', 'fixed_scale',
            'shared_with_earlier', 'choose_units', 'lsuv_units']
 
 # %% ../nbs/00a_units.ipynb #0adcb863
@@ -263,9 +264,19 @@ def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
     return Unit(name, m, scale, None if why else bias, why_no_mean=why, **shape)
 
 # %% ../nbs/00a_units.ipynb #647b9b6e
+def _compiled(model) -> bool:
+    "Is `model` a `torch.compile`d module? Asked without importing dynamo (slow) if nothing did"
+    dynamo = sys.modules.get('torch._dynamo.eval_frame')
+    return dynamo is not None and isinstance(model, dynamo.OptimizedModule)
+
 def unwrap(model:nn.Module) -> nn.Module:
-    "The module inside a `DistributedDataParallel` or `DataParallel` wrapper (LSUV must not trigger their collectives)"
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    "The eager module inside DDP, `DataParallel` and `torch.compile` wrappers: LSUV must not trigger their collectives, nor be traced"
+    if isinstance(model, torch.jit.ScriptModule):
+        raise LSUVError(f"LSUV: the model is a TorchScript module ({type(model).__name__}), whose forward takes no hooks: "
+                        "run LSUV on the eager model first, then `torch.jit.script` or `torch.jit.trace` it")
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or _compiled(model):
+        model = model._orig_mod if _compiled(model) else model.module
+    return model
 
 def _qualify(prefix, name): return f'{prefix}.{name}' if prefix else name
 
@@ -294,25 +305,44 @@ def _unit_for(name, m):
                         "pass a conv/linear layer, or a block that contains exactly one")
     return block_unit(name, m, layers)
 
-def _chosen(model, modules):
-    "`(name, module)` of the modules the user chose: a list of modules of `model`, or a predicate on modules"
-    named = list(model.named_modules())
-    if callable(modules): return [(n,m) for n,m in named if modules(m)]
-    where = {id(m):n for n,m in named}
-    missing = [type(m).__name__ for m in modules if id(m) not in where]
+def _matches(pattern:str, name:str) -> bool:
+    "Does dotted `name` match `pattern`, part by part (`*` and `?` stay within one part of the name)?"
+    parts = pattern.split('.')
+    return len(parts) == name.count('.') + 1 and all(map(fnmatchcase, name.split('.'), parts))
+
+def _named_by(pattern:str, modules:dict, params:list) -> list:
+    "Names of the modules `pattern` names: by their own name, or by the name of a parameter they hold"
+    owners = [p.rpartition('.')[0] for p in params if _matches(pattern, p)]
+    return list(dict.fromkeys([n for n in modules if n and _matches(pattern, n)] + owners))
+
+def _chosen(model, modules) -> list:
+    "`(name, module, by_name)` of each module the user chose: modules of `model`, names or patterns, or a predicate"
+    named = dict(model.named_modules())
+    if callable(modules): return [(n, m, False) for n, m in named.items() if modules(m)]
+    where, params = {id(m): n for n, m in named.items()}, [n for n, _ in model.named_parameters()]
+    missing = [type(m).__name__ for m in modules if not isinstance(m, str) and id(m) not in where]
     if missing: raise LSUVError(f"LSUV: modules {missing} passed in `modules` are not part of the model")
-    return [(where[id(m)], m) for m in modules]
+    hits = {s: _named_by(s, named, params) for s in modules if isinstance(s, str)}
+    if unmatched := [s for s, ns in hits.items() if not ns]:
+        raise LSUVError(f"LSUV: {unmatched} in `modules` match no module or parameter name of {type(model).__name__} "
+                        f"(its modules are named like {list(named)[1:4]}): check the names, or use a list of modules")
+    pick = lambda x: [(n, named[n], True) for n in hits[x]] if isinstance(x, str) else [(where[id(x)], x, False)]
+    return [c for x in modules for c in pick(x)]
 
 def find_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
-    "The units of `model`: found automatically, or built from `modules` (a list of modules, or a predicate on modules)"
+    """The units of `model`: found automatically, or built from `modules`: modules of `model`, a predicate on modules, or
+    names: module names, parameter names (each its module) and glob patterns of either; a named module's units are searched for"""
     model = unwrap(model)
     if modules is None: return _search(model)
-    chosen = _chosen(model, modules)
-    names = {n for n,_ in chosen}
-    for n,_ in chosen:
-        outer = next((p for p in _ancestors(n) if p in names), None)
-        if outer is not None: raise LSUVError(f"LSUV: module '{n}' is inside '{outer or '(model)'}'; pass only one of them")
-    return [_unit_for(n, m) for n,m in chosen]
+    if isinstance(modules, str): modules = [modules]
+    units = [u for n, m, by_name in _chosen(model, modules) for u in (_search(m, n) if by_name else [_unit_for(n, m)])]
+    units = list({u.name: u for u in units}.values()) # a module named twice (by a pattern and by a parameter, say)
+    names = {u.name for u in units}
+    for u in units:
+        outer = next((p for p in _ancestors(u.name) if p in names), None)
+        if outer is not None: raise LSUVError(f"LSUV: module '{u.name}' is inside '{outer or '(model)'}'; pass only one of them")
+    return units
+
 
 # %% ../nbs/00a_units.ipynb #27490897
 def names_of(units, most:int=8) -> str:
@@ -327,10 +357,14 @@ def _scales(u):
     return knobs + [p for m in modules_of(u.module) for n, p in m._parameters.items()
                     if p is not None and not n.endswith('bias') and p.is_floating_point()]
 
+def is_frozen(u:Unit) -> bool:
+    "Does a knob or the weight of `u` not require grad?"
+    return any(isinstance(t, nn.Parameter) and not t.requires_grad for t in [u.weight, *(k.value for k in u.scale)])
+
 def frozen(model, units) -> dict:
     "Units with a frozen knob or weight"
     return {u: "have frozen parameters and are left unchanged: unfreeze them, or name them in `modules=` to initialise them anyway"
-            for u in units if any(isinstance(t, nn.Parameter) and not t.requires_grad for t in [u.weight, *(k.value for k in u.scale)])}
+            for u in units if is_frozen(u)}
 
 def is_sharded(t:Tensor) -> bool:
     "Is `t` a `DTensor` (FSDP2's sharded parameters)? Asked without importing `torch.distributed.tensor` (slow) if nothing did"
@@ -420,34 +454,44 @@ def shared_with_earlier(model, units) -> dict:
         seen |= ids
     return out
 
-# (rule, applies to units the user named too)
-LEAVE_ALONE = [(frozen, False), (zero_init, False), (tied_elsewhere, False), (fixed_scale, True), (shared_with_earlier, True)]
+# (rule, applies to units the user named too, warns): a frozen pretrained body is the expected case, told in the report only
+LEAVE_ALONE = [(frozen, False, False), (zero_init, False, True), (tied_elsewhere, False, True), (fixed_scale, True, True),
+               (shared_with_earlier, True, True)]
 
 # %% ../nbs/00a_units.ipynb #de7d62f1
-def choose_units(model:nn.Module, units:list, named:bool=False) -> list:
-    "`units` without those the `LEAVE_ALONE` rules pick (only the last two if the user `named` them), one warning per reason"
-    for rule, always in LEAVE_ALONE:
+def _warn_per_reason(whys:dict, units:list):
+    "One `LSUVWarning` per reason in `whys` (`{unit: reason}`), naming its units"
+    for why in dict.fromkeys(whys.values()):
+        warnings.warn(f"LSUV: units {names_of([u for u in units if whys.get(u) == why])} {why}", LSUVWarning)
+
+def choose_units(model:nn.Module, units:list, named:bool=False) -> tuple[list, dict]:
+    "`units` without those the `LEAVE_ALONE` rules pick (only the last two if the user `named` them), and `{rule: names}` of those"
+    left_alone = {}
+    if named: _warn_per_reason({u: "have frozen parameters: initialised because `modules=` names them, though the optimizer "
+                                   "does not train them while they are frozen" for u in units if is_frozen(u)}, units)
+    for rule, always, warns in LEAVE_ALONE:
         if named and not always: continue
         left = rule(model, units)
-        for why in dict.fromkeys(left.values()):
-            warnings.warn(f"LSUV: units {names_of([u for u in units if left.get(u) == why])} {why}", LSUVWarning)
+        if warns: _warn_per_reason(left, units)
+        if left: left_alone[rule.__name__] = [u.name for u in units if u in left]
         units = [u for u in units if u not in left]
-    return units
+    return units, left_alone
+
 
 # %% ../nbs/00a_units.ipynb #b9b72d7b
-def lsuv_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
-    "The units `lsuv_init` fits in `model`: found automatically or built from `modules`, less those left alone"
+def lsuv_units(model:nn.Module, modules:list|Callable|None=None) -> tuple[list[Unit], dict]:
+    "The units `lsuv_init` fits in `model`, found automatically or built from `modules`, less those left alone; and `{rule: names}` of those"
     is_lazy = lambda p: isinstance(p, nn.parameter.UninitializedParameter)
     lazy = any(map(is_lazy, tensors_of(model))) and [n for n, p in model.named_parameters() if is_lazy(p)]
     if lazy: raise LSUVError(f"LSUV: parameters {lazy} are not materialised yet (lazy modules): call the model on a batch "
                              "once (`model(xb)`), then run LSUV")
     found = find_units(model, modules)
-    units = choose_units(model, found, named=modules is not None)
+    units, left_alone = choose_units(model, found, named=modules is not None)
     if found and not units:
-        raise LSUVNothingToInit(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged (the warnings say "
-                                "why): nothing to initialise; pass `modules=[...]` to choose units, or do not run LSUV on this model")
+        raise LSUVNothingToInit(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged ({left_alone}; the "
+                                "warnings say why): nothing to initialise; pass `modules=[...]` to choose units, or do not run LSUV on this model")
     if not units:
         raise LSUVNothingToInit(f"LSUV: no unit found in {type(model).__name__}: searched for layers with a weight of 2+ "
                                 "dimensions (conv, linear and alike, not embeddings) and ConvLayer-like blocks. Pass "
                                 "`modules=[...]` or a predicate to choose them")
-    return units
+    return units, left_alone

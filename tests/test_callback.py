@@ -8,8 +8,8 @@ import torch.utils.data as tud
 from torch import nn
 from fastai.basics import (Learner, Datasets, DataLoader, DataLoaders, ItemGetter, Callback, CrossEntropyLossFlat,
                            set_seed)
-from lsuv_callback.callback import LSUVCallback, draw_batches, lsuv_done
-from lsuv_callback.core import lsuv_init
+from lsuv_callback.callback import LSUVCallback, draw_batches
+from lsuv_callback.core import lsuv_done, lsuv_init, LSUVWarning
 from lsuv_callback.layers import cnn_07a
 
 torch.set_num_threads(1)
@@ -191,3 +191,22 @@ def test_the_public_api_imports_from_the_package_and_from_all():
     exec('from lsuv_callback.all import *', ns)
     assert {'lsuv_init', 'LSUVCallback', 'LSUVReport', 'unit_stats', 'cnn_07a', 'find_units'} <= set(ns)
     with pytest.raises(AttributeError, match='no attribute'): lsuv_callback.not_a_name
+
+def test_a_frozen_pretrained_body_is_reported_not_warned():
+    "vision_learner freezes its body: LSUV leaves it alone as expected, says so in the report, and warns about nothing"
+    from fastai.vision.learner import vision_learner
+    from torchvision.models import resnet18
+    set_seed(0)
+    learn = vision_learner(synth_dls(), resnet18, n_in=1, n_out=10, pretrained=False, loss_func=CrossEntropyLossFlat(),
+                           cbs=LSUVCallback(show=False), path=tempfile.mkdtemp())
+    learn.freeze()
+    body = [p.detach().clone() for p in learn.model[0].parameters()]
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        learn.fit(1, 0.)
+    assert not [w for w in ws if issubclass(w.category, LSUVWarning)], [str(w.message) for w in ws]
+    report = learn.lsuv_report
+    assert report.ok and len(report.left_alone['frozen']) == 20, report.left_alone
+    assert f"{len(report.left_alone['frozen'])} left alone (frozen)" in report.summary()
+    assert [u.name for u in report.units] == ['1.4', '1.8'] # the head's two linear layers
+    for p, q in zip(body, learn.model[0].parameters()): assert torch.equal(p, q)

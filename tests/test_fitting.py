@@ -1,13 +1,14 @@
 """The fitting of one unit, pinned directly: what it measures (unbiased statistics, in the documented mode), which
 tolerance judges which statistic, and the blocks whose structure the fitter must see through (an in-place activation that
-changes the cached base output, a constant factor after the activation). Every check is against `oracle_stats`, a fresh
-forward pass computed independently of the package."""
-import math
+changes the cached base output, a constant factor after the activation, two norms), the batch size it needs, when a miss
+counts as converged, and the orthonormal pre-init. The checks are against `oracle_stats`, a fresh forward pass computed
+independently of the package, or `unit_stats`, the package's own fresh pass (pinned here to a module's first call)."""
+import copy, math
 import pytest
 import torch
 from torch import nn
-from lsuv_callback.core import lsuv_init, mean_std
-from lsuv_testutils import CourseGeneralRelu, oracle_stats, run
+from lsuv_callback.core import lsuv_init, mean_std, unit_stats, LSUVError
+from lsuv_testutils import CourseGeneralRelu, assert_unchanged, model_state, oracle_stats, run
 
 torch.set_num_threads(1)
 
@@ -128,3 +129,108 @@ def test_report_histograms_are_those_of_a_fresh_pass():
         hist = torch.bincount(((o - lo) / width).floor().clamp(0, bins - 1).long(), minlength=bins).tolist()
         assert sum(abs(a - b) for a, b in zip(hist, u.hist_after)) <= 2, (u.name, hist, u.hist_after)
         assert u.near_zero_after == pytest.approx((o.abs() < 0.05).double().mean().item(), abs=1.5 / len(o)), u.name
+
+# ------------------------------------------------------------------------------------------------------------ batch size
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+
+def test_a_batch_of_two_samples_is_enough():
+    "Two samples are enough for an unbiased std: the init runs and meets the targets"
+    model, xb = mlp(), torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    report = lsuv_init(model, xb)
+    assert report.ok and all(u.converged for u in report.units)
+    assert max(max(e) for e in off_target(report, model, xb).values()) <= 1e-3
+
+@pytest.mark.parametrize('n', [0, 1])
+def test_a_batch_under_two_samples_is_refused(n):
+    "With 0 or 1 samples the std is undefined (n-1 = 0 or less): refused, the model left as it was"
+    model = mlp()
+    before = model_state(model)
+    with pytest.raises(LSUVError, match='sample'): lsuv_init(model, torch.randn(n, 16))
+    assert_unchanged(model, before)
+
+# --------------------------------------------------------------------------------------------------------- block targets
+
+def two_norm_cnn(seed=0):
+    "Blocks with a norm after the activation: the last norm sets the block's output, the first is normalised away by it"
+    torch.manual_seed(seed)
+    blk = lambda ni, nf: nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(),
+                                       nn.BatchNorm2d(nf))
+    return nn.Sequential(blk(3, 8), blk(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+def test_block_with_two_norms_reaches_any_target_std():
+    """`[Conv, BatchNorm, ReLU, BatchNorm]` at `target_std=2`: only the last norm's weight moves the block's std (at the
+    default target of 1 a block fitted through its first norm would look converged, as the last norm outputs std 1 anyway)"""
+    model, xb = two_norm_cnn(), img()
+    report, warns, _ = run(model, xb, target_std=2.)
+    assert report.ok and not warns, warns
+    assert all(u.converged for u in report.units)
+    fresh = {n: (m, s) for n, m, s in unit_stats(model, xb)}
+    assert set(fresh) == {u.name for u in report.units}
+    for u in report.units:
+        m, s = fresh[u.name]
+        assert abs(s - 2) <= report.std_tol and (not u.mean_adjusted or abs(m) <= report.mean_tol), (u.name, m, s)
+
+# ------------------------------------------------------------------------------------------------------ not converged
+
+def gelu_unit(seed=0):
+    "One `[Conv, GELU]` unit (std only): one correction of its weight, 1/std, lands 0.072 off std 1, as GELU is not linear"
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU()), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+def test_a_miss_within_twice_the_tolerance_is_not_converged():
+    """Corrections stopped by `max_iter=1` between `tol` and `2*tol` off the target: not converged, and the unit left
+    exactly as it was (the miss is checked first, on a copy corrected by hand as the one correction does)"""
+    model, xb, tol = gelu_unit(), img(), 0.05
+    s0 = oracle_stats(model, xb, ['0'])['0'][1]
+    by_hand = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in by_hand[0][0].parameters(): p.mul_(1 / s0)
+    miss = abs(oracle_stats(by_hand, xb, ['0'])['0'][1] - 1)
+    assert tol < miss <= 2 * tol, miss
+    before = model_state(model)
+    report, warns, _ = run(model, xb, tol=tol, max_iter=1)
+    u, = report.units
+    assert not report.ok and not u.converged and 'not converged' in u.note, u.note
+    assert any('did not reach their targets' in w for w in warns), warns
+    assert_unchanged(model, before)
+
+# ------------------------------------------------------------------------------------------------------- shared calls
+
+class CalledTwice(nn.Module):
+    "One linear layer applied twice in a row: a unit with two calls, fitted on the first"
+    def __init__(self, n=8):
+        super().__init__()
+        self.lin = nn.Linear(n, n)
+    def forward(self, x): return self.lin(torch.relu(self.lin(x)))
+
+def test_unit_stats_reports_the_first_call():
+    """`unit_stats` of a module called twice are those of its first call, the one LSUV fits: after the init they are
+    the targets, while the second call's output is far from them"""
+    torch.manual_seed(0)
+    model, xb = CalledTwice(), torch.randn(32, 8, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    report, _, _ = run(model, xb)
+    assert report.ok and report.units[0].calls == 2
+    (name, m, s), = unit_stats(model, xb)
+    assert name == 'lin' and abs(m) <= 1e-3 and abs(s - 1) <= 1e-3, (m, s)
+    assert (m, s) == pytest.approx(oracle_stats(model, xb, ['lin'])['lin'], abs=1e-5)
+    with torch.no_grad(): second = model(xb)
+    assert abs(second.mean().item()) > 0.1 and abs(second.std().item() - 1) > 0.1, 'the calls tell apart'
+
+# ---------------------------------------------------------------------------------------------------------- orthonormal
+
+def test_orthonormal_start_draws_each_unit_its_own_matrix():
+    """`orthonormal=True` draws an orthonormal weight per unit, each its own, also for units of the same shape: LSUV
+    only scales them, so each weight is orthogonal up to a factor, and no two point the same way"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+    report = lsuv_init(model, torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), orthonormal=True)
+    assert report.ok
+    ws = [m.weight.detach().double() for m in model if isinstance(m, nn.Linear)]
+    qs = [w / w.norm() * 4 for w in ws] # an orthonormal 16x16 matrix has norm 4
+    for q in qs: torch.testing.assert_close(q @ q.T, torch.eye(16, dtype=q.dtype), atol=1e-5, rtol=0)
+    for i in range(len(qs)):
+        for j in range(i):
+            assert abs((qs[i] * qs[j]).sum().item()) / 16 < 0.5, (i, j, 'the same matrix drawn twice')

@@ -190,7 +190,7 @@ def test_unit_never_called_warns_and_is_left_unchanged():
     assert u['aux'].note, "the report row of an uncalled unit should say why it did not converge (note is empty)"
 
 def test_frozen_units_are_left_alone_unless_named():
-    "A frozen unit (requires_grad=False, e.g. a pretrained body) is the user's to keep: skipped with a warning naming it"
+    "A frozen unit (requires_grad=False, e.g. a pretrained body) is the user's to keep: skipped, named in the report, not warned"
     model = mlp()
     model[0].requires_grad_(False)
     frozen = model_state(model[0])
@@ -198,10 +198,11 @@ def test_frozen_units_are_left_alone_unless_named():
     assert not changed(model[0], frozen)
     assert not model[0].weight.requires_grad and not model[0].bias.requires_grad, 'requires_grad flags are kept'
     assert [u.name for u in r.units] == ['2', '4'] and r.ok
-    assert any("'0'" in w and 'frozen' in w for w in ws), ws
-    # ... and initialised when the user names it explicitly
+    assert r.left_alone == {'frozen': ['0']} and not any('frozen' in w for w in ws), ws
+    # ... and initialised when the user names it explicitly, with a warning that it stays frozen
     r, ws, _ = run(model, torch.randn(32, 6), modules=[model[0], model[2]])
-    assert changed(model[0], frozen) and r.ok and not ws
+    assert changed(model[0], frozen) and r.ok and r.left_alone == {}
+    assert len(ws) == 1 and "units ['0'] have frozen parameters: initialised because `modules=` names them" in ws[0], ws
     assert not model[0].weight.requires_grad
 
 def test_dataparallel_is_unwrapped():

@@ -37,11 +37,11 @@ def main(out='images/lsuv_deep20.png'):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axs[0].set_yscale('log')
     axs[0].legend()
-    fig.suptitle("The demo's 20-layer CNN on MNIST: with the default and kaiming inits the signal shrinks and sinks layer by "
-                 "layer; LSUV puts every layer at mean 0, std 1", fontsize=10)
+    fig.suptitle("The demo's 20-layer CNN on MNIST: with the default and kaiming inits the signal shrinks and sinks\n"
+                 "layer by layer; LSUV puts every layer at mean 0, std 1", fontsize=10)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches='tight') # every title and label inside the canvas
     print(f'wrote {out}')
 
 if __name__ == '__main__': main(*sys.argv[1:])

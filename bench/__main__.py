@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Benchmark of `lsuv_callback.core.lsuv_init` against the LSUV methods it replaces.
 
 In one run on one device, in four sections (`--sections`):
@@ -26,116 +25,33 @@ seconds: their fpe is then a lower bound (with an extrapolated estimate), which 
 Costs are reported in the Targets table, never asserted: a shared machine's timing noise must not fail a test suite
 (`--check` does fail on a missed cost target, for a run on a quiet machine; the new engine's goals are only reported).
 
-The code reads top to bottom: zoo.py (models), timing.py (timing, the machine), methods.py (ours and the baselines),
-precision.py (fresh-pass precision, targets), render.py (tables, plot), memory.py (the memory section), then this file
-(the sections and the command line).
+The code reads top to bottom: zoo.py (models), timing.py (timing, the machine), course07a.py (the course's loop),
+methods.py (ours and the baselines), precision.py (fresh-pass precision), memory.py (the memory section), sections.py
+(the other sections), targets.py (the targets), render.py (tables, plot), then this file (the command line).
 
-Run: python bench/bench.py [--quick] [--device cpu|cuda] [--out bench/results] [--models cnn07a,plain50,...]
+Run: python -m bench [--quick] [--device cpu|cuda] [--out bench/results] [--models cnn07a,plain50,...]
 """
 from __future__ import annotations
-import argparse, statistics, sys, time
+import argparse, sys, time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 try:
     from lsuv_callback.core import lsuv_init  # noqa: F401
 except ImportError as e:  # the engine is the thing under test: without it there is nothing to measure
     sys.exit(f'bench: cannot import the engine ({e}); install the package (pip install -e .) first')
 
-from zoo import make, zoo, depth_spec, thread_specs, memory_specs
-from timing import interleaved, machine_info
-from methods import OURS, BASELINES, run_ours, ours_result, run_baseline, pypi_lsuv
-from precision import adjustable, failures, precision_detail, FPE_TARGET
-from render import write_outputs
-import memory
+from .zoo import zoo, thread_specs, memory_specs
+from .timing import machine_info
+from .methods import pypi_lsuv
+from .sections import BenchRun, run_zoo, run_depth, run_threads
+from .targets import failures, FPE_TARGET
+from .render import write_outputs
+from . import memory
 
 SECTIONS = ('zoo', 'depth', 'threads', 'memory')
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sections
-# ---------------------------------------------------------------------------------------------------------------
-
-def ours_fn(variant:str, xb, args):
-    return lambda m: run_ours(m, xb, tol=args.tol, **OURS[variant])
-
-
-def bench_model(name:str, spec, args, device, methods:list, pypi_fn) -> dict:
-    "One model: the forward floor, then each method's time, fpe, forwards, iterations and fresh-pass precision"
-    base, xb = make(spec, device, args.seed)
-    res = dict(model=name, desc=spec.desc, batch=spec.batch, spec_batch=spec.spec_batch, input=list(spec.shape),
-               params=sum(p.numel() for p in base.parameters()), methods={})
-    print(f"\n== {name}: {spec.desc}, batch {spec.batch} x {tuple(spec.shape)}, {res['params']/1e6:.2f}M params", flush=True)
-    ours = [m for m in methods if m in OURS]
-    fwd, runs = interleaved(base, xb, {v: ours_fn(v, xb, args) for v in ours}, device, args.repeats if ours else 0,
-                            args.fwd_per_round if ours else max(3, args.fwd_per_round), args.warmup)
-    res.update(fwd_s=statistics.median(fwd), fwd_times=fwd)
-    res['adjustable'] = adjustable(runs[ours[0]][0][2]['report']) if ours else adjustable(model=base)
-    res['n_units'] = len(res['adjustable'])
-    print(f"   forward: median {res['fwd_s']*1e3:.2f} ms over {len(fwd)}; {res['n_units']} units", flush=True)
-    for v in ours:
-        res['methods'][v] = ours_result(runs[v], res['fwd_s'], xb, args.tol)
-        show(res, v)
-    for meth in (m for m in methods if m in BASELINES):
-        res['methods'][meth] = run_baseline(meth, base, xb, res['fwd_s'], res['adjustable'], args, device, pypi_fn)
-        show(res, meth)
-    return res
-
-
-def show(res:dict, meth:str):
-    d = res['methods'][meth]
-    if 'skipped' in d: return print(f"   {meth:5s} skipped: {d['skipped']}", flush=True)
-    p = d.get('precision')
-    note = f"  [{d['note']}]" if d.get('note') else ''
-    pr = f"{precision_detail(p)} of {p['n_units']} units" if p else 'precision n/a'
-    print(f"   {meth:5s} {d['time_s']:.3f} s = {d['fpe']:.2f} fpe, {d['forwards']} forwards, {pr}{note}", flush=True)
-
-
-def run_zoo(args, device, pypi_fn) -> list:
-    "The main table: every chosen model of the zoo, the baselines on those of `--baselines-on`"
-    return [bench_model(n, spec, args, device, [m for m in args.methods if m in OURS or n in args.baselines_on], pypi_fn)
-            for n, spec in args.specs['zoo'].items()]
-
-
-def run_depth(results:list, args, device, pypi_fn) -> list:
-    "The plain CNN at each of `--depths`, the baselines up to `--baseline-max-depth`; plain50 reused from the main table"
-    rows, plain = [], next((r for r in results if r['model'] == 'plain50'), None)
-    for d in args.depths:
-        spec = depth_spec(d, args.quick, device.type == 'cpu')
-        spec.batch = args.batch.get('plain50', args.batch.get('plain', spec.batch))
-        ms = [m for m in args.methods if m in OURS or d <= args.baseline_max_depth]
-        if d == 50 and plain is not None and plain['batch'] == spec.batch and set(ms) <= set(plain['methods']):
-            r = dict(plain, methods={m: plain['methods'][m] for m in ms})  # the same model and batch: reuse it
-        else:
-            r = bench_model(f'plain{d}', spec, args, device, ms, pypi_fn)
-        for m in args.methods: r['methods'].setdefault(m, dict(skipped=f'depth > {args.baseline_max_depth}'))
-        rows.append((d, r))
-    return rows
-
-
-def run_threads(args, device) -> list:
-    "fpe of ours at each of `--thread-counts` torch threads, the forward and lsuv_init timed in the same run, interleaved"
-    rows, before = [], torch.get_num_threads()
-    for name, spec in args.specs['threads'].items():
-        base, xb = make(spec, device, args.seed)
-        for n in args.thread_counts:
-            torch.set_num_threads(n)
-            fwd, runs = interleaved(base, xb, {'ours': ours_fn('ours', xb, args)}, device, args.thread_repeats,
-                                    args.fwd_per_round, args.warmup)
-            o = ours_result(runs['ours'], statistics.median(fwd), xb, args.tol)
-            rows.append(dict(model=name, desc=spec.desc, batch=spec.batch, spec_batch=spec.spec_batch, input=list(spec.shape),
-                             threads=n, fwd_s=statistics.median(fwd), fwd_times=fwd, fpe=o['fpe'], methods=dict(ours=o)))
-            print(f"   {name} at {n} thread{'s' if n > 1 else ''}: forward {rows[-1]['fwd_s']*1e3:.1f} ms, "
-                  f"ours {o['time_s']:.3f} s = {o['fpe']:.2f} fpe", flush=True)
-    torch.set_num_threads(before)
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,26 +124,31 @@ def choose_models(args, cpu:bool) -> dict:
     return pick
 
 
+def run_sections(args, device, pypi_fn, t0:float) -> BenchRun:
+    "Each section `--sections` asks for, in turn; the times are from `t0`, the run's start"
+    models = run_zoo(args, device, pypi_fn)
+    depth = run_depth(models, args, device, pypi_fn) if 'depth' in args.sections else []
+    if args.specs['threads']: print(f'\n== torch threads ({time.perf_counter() - t0:.0f} s in)', flush=True)
+    threads = run_threads(args, device)
+    if args.specs['memory']: print(f'\n== peak memory, fresh processes ({time.perf_counter() - t0:.0f} s in)', flush=True)
+    mem = (memory.memory_section(list(args.specs['memory']), args.quick, args.device, args.threads or 1)
+           if args.specs['memory'] else None)
+    return BenchRun(models, depth, threads, mem, wall_s=time.perf_counter() - t0)
+
+
 def main(argv=None):
     args, device = settle(parse(argv))
     t0 = time.perf_counter()
     pypi_fn, args.pypi_why = pypi_lsuv() if 'pypi' in args.methods else (None, 'not requested')
     info, tag = machine_info(device), device.type + ('-quick' if args.quick else '')
-    print(f"lsuv_callback bench ({'quick' if args.quick else 'full'}) on {device}: {info.get('gpu', info['cpu'])}, "
-          f"torch {info['torch']}, {info['torch_threads']} threads; pypi: {args.pypi_why}", flush=True)
-    out = dict(models=run_zoo(args, device, pypi_fn))
-    out['depth'] = run_depth(out['models'], args, device, pypi_fn) if 'depth' in args.sections else []
-    if args.specs['threads']: print(f'\n== torch threads ({time.perf_counter() - t0:.0f} s in)', flush=True)
-    out['threads'] = run_threads(args, device)
-    if args.specs['memory']: print(f'\n== peak memory, fresh processes ({time.perf_counter() - t0:.0f} s in)', flush=True)
-    out['memory'] = (memory.memory_section(list(args.specs['memory']), args.quick, args.device, args.threads or 1)
-                     if args.specs['memory'] else None)
-    out['wall_s'] = time.perf_counter() - t0
-    md, _ = write_outputs(out, info, args, Path(args.out), tag)
+    print(f"lsuv_callback bench ({'quick' if args.quick else 'full'}) on {device}: {info.gpu or info.cpu}, "
+          f"torch {info.torch}, {info.torch_threads} threads; pypi: {args.pypi_why}", flush=True)
+    run = run_sections(args, device, pypi_fn, t0)
+    md, _ = write_outputs(run, info, args, Path(args.out), tag)
     print('\n' + md)
-    print(f'written to {Path(args.out).resolve()} (results-{tag}.md/.json' + (f', depth-{tag}.png)' if out['depth'] else ')'))
+    print(f'written to {Path(args.out).resolve()} (results-{tag}.md/.json' + (f', depth-{tag}.png)' if run.depth else ')'))
     if not (args.quick or args.check): return 0
-    bad = failures(out['models'], out['depth'], out['threads'], args.tol, costs=args.check)
+    bad = failures(run.models, run.depth, run.threads, args.tol, costs=args.check)
     if bad:
         print('BENCH CHECK FAILED:\n  ' + '\n  '.join(bad))
         return 1
