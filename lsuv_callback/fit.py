@@ -6,14 +6,14 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/fit.html.md"""
 
 # %% ../nbs/00d_fit.ipynb #104b2505
 from __future__ import annotations
-import functools, math
+import math
 from contextlib import contextmanager, ExitStack
 from dataclasses import dataclass
 from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
 from .units import LSUVError, Unit, is_norm_layer, is_sharded, modules_of, tensors_of
-from .measure import finest_tol
+from .measure import finest_tol, telemetry_sample
 
 # %% auto #0
 __all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'Correction', 'knobs_moved', 'known_linear', 'UnitOutputs',
@@ -56,11 +56,7 @@ _linear_types = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Con
 def known_linear(m:nn.Module) -> bool:
     "Is `m` one of torch's layers (not a subclass with its own `forward`), whose output is linear in its weight and bias?"
     t = type(m)
-    return _known_linear_forward(t.forward, getattr(t, '_conv_forward', None))
-
-@functools.lru_cache(maxsize=1024) # asked at every call of every unit; the answer depends only on the class's methods
-def _known_linear_forward(forward, conv_forward) -> bool:
-    return any(forward is c.forward and conv_forward is getattr(c, '_conv_forward', None) for c in _linear_types)
+    return any(t.forward is c.forward and getattr(t, '_conv_forward', None) is getattr(c, '_conv_forward', None) for c in _linear_types)
 
 def _slice(x, n, k):
     "The first `k` samples of every tensor in `x` with a batch dimension of `n`"
@@ -85,7 +81,7 @@ class UnitOutputs:
     def __init__(self, fitter:UnitFitter, module:nn.Module, args:tuple, kwargs:dict, out:Tensor):
         self.fitter, self.unit, self.module, self.out = fitter, fitter.unit, module, out
         # a re-run must see the arguments before the module's own pre-hooks, which it runs again
-        self.args, self.kwargs, _ = fitter.raw_calls.get(id(module), (args, kwargs, None))
+        self.args, self.kwargs, _ = fitter.raw_calls.get(module, (args, kwargs, None))
         self.base = self._base_output(args, kwargs)
         self.base_in = self._base_input() if self.base is not None and self.unit.base is not module else None
         self.lone = self.unit.base is module and fitter.linear_base
@@ -105,7 +101,7 @@ class UnitOutputs:
     def _base_input(self):
         "The base's own arguments, if they are still as it saw them and the base can be called on its own (else `None`)"
         if not self.fitter.base_alone: return None
-        args, kwargs, versions = self.fitter.raw_calls.get(id(self.unit.base), (None, None, None))
+        args, kwargs, versions = self.fitter.raw_calls.get(self.unit.base, (None, None, None))
         return (args, kwargs) if args is not None and _versions(args) == versions else None
 
     def _replays(self, base):
@@ -129,13 +125,10 @@ class UnitOutputs:
 
     def replay(self, c:Correction) -> Tensor:
         "The unit's output under `c`, from the base's output: tail(base*scale + offset)"
-        # base*scale goes into a buffer the pass reuses: a fresh activation-sized tensor per replay costs more than the replay
-        z = torch.mul(self.base, c.scale, out=self.fitter.run.scratch(self.base))
+        z = self.base * c.scale
         if c.offset: z.add_(c.offset)
         with knobs_moved([m for m in self.unit.moves(c.scale, c.shift) if m[0] in self.fitter.tail_knobs]):
-            out = self.unit.replay(z)
-        if out.untyped_storage().data_ptr() == z.untyped_storage().data_ptr(): self.fitter.run.give_away(z)
-        return out
+            return self.unit.replay(z)
 
     def replayed(self, c:Correction) -> Trial:
         out = self.replay(c)
@@ -186,7 +179,6 @@ REPLAY_GROWTH = 1.2 # how much a plain deep stack amplifies a rounding differenc
 REPLAY_SPREAD = 5. # an output's std drifts by this times one ulp per element, over the square root of its size (5.2 measured)
 REPLAY_MARGIN = 0.9 # replays aim at this fraction of the tolerance, and half the rest is room for their drift
 
-@functools.lru_cache(maxsize=1024) # asked by every unit; most units of a model share their sizes
 def replay_horizon(n:int, dtype:torch.dtype, tol:float=1e-3) -> int:
     "How many units at the end of the pass may hand on replayed outputs of `n` values of `dtype`, their drift staying in the room left"
     room = (1 - REPLAY_MARGIN) * tol / 2
@@ -204,11 +196,10 @@ class Trial:
 
 class UnitFitter:
     "The forward hook that fits one `Unit` on its first call, and gives its later calls the same correction"
-    def __init__(self, unit:Unit, run):
-        # `run`: the pass (`SinglePass`): `targets`, `max_iter`, `stopped`, `measure(fitter, x, flag)`, `starting(fitter)`,
-        # `reruns(fitter, n, dtype)`, `finished(fitter)`, `failed(e)`, `scratch(like)`, `give_away(t)`,
-        # `sample(fitter, when, x)`, `sample_moved(fitter, c)`
-        self.unit, self.run = unit, run
+    def __init__(self, unit:Unit, run, tag:int=1):
+        # `run`: the pass (`SinglePass`): `targets`, `max_iter`, `stopped`, `telemetry`, `starting(fitter) -> index`,
+        # `reruns(index, n, dtype)`, `measure(fitter, x, flag)`, `failed(e)`. `tag`: the unit's number, the same on every rank
+        self.unit, self.run, self.tag, self.index = unit, run, tag, None
         inside = set(modules_of(unit.base))
         self.tail_knobs = [k for k in unit.knobs if k.module not in inside]
         self.tail_in_place = any(getattr(m, 'inplace', False) for m in unit.tail)
@@ -221,6 +212,8 @@ class UnitFitter:
         self.correction, self.calls, self.iters, self.tries = Correction(), 0, 0, 0
         self.converged, self.note, self.recompute, self.gain = False, '', '', unit.gain
         self.before = self.after = (math.nan, math.nan)
+        # telemetry: samples of the output before and after; or, for an output moved as a whole, the correction that moved it
+        self.sample_before = self.sample_after = self.moved_by = None
         self.base_call, self.raw_calls, self.input, self._busy = None, {}, None, False
         # A forward hook sees a module's arguments after its pre-hooks: a pre-hook of ours, run first, keeps them as they
         # came, on the modules that have pre-hooks (a re-run runs those again)
@@ -242,13 +235,13 @@ class UnitFitter:
 
     def keep_call(self, module, args, kwargs):
         "Forward pre-hook, run before the module's other pre-hooks: the arguments a re-run must call it with"
-        if not self._busy: self.raw_calls[id(module)] = (args, kwargs, _versions(args))
+        if not self._busy: self.raw_calls[module] = (args, kwargs, _versions(args))
 
     def keep_base(self, module, args, kwargs, out):
         if self._busy or not isinstance(out, Tensor): return
         # versions taken after the call: a torch layer never changes its input, and one of another library is a base
         # only once a probe on a slice of the batch found it linear
-        if all(module is not m for m in self.pre_hooked): self.raw_calls[id(module)] = (args, kwargs, _versions(args))
+        if all(module is not m for m in self.pre_hooked): self.raw_calls[module] = (args, kwargs, _versions(args))
         self.base_call = (args, kwargs, out.clone() if self.tail_in_place else out, out._version)
 
     def __call__(self, module, args, kwargs, out):
@@ -262,9 +255,7 @@ class UnitFitter:
                     raise LSUVError(f"LSUV: unit '{self.name}' ({self.unit.kind}) returned {type(out).__name__}, not a tensor: "
                                     "pass `modules=` to choose modules whose output is a single tensor")
                 self.input = args[0] if args and isinstance(args[0], Tensor) and args[0].is_floating_point() else None
-                out = self.fit(UnitOutputs(self, module, args, kwargs, out))
-            self.run.finished(self)
-            return out
+                return self.fit(UnitOutputs(self, module, args, kwargs, out))
         except Exception as e: self.run.failed(e)
         finally:
             self.base_call = self.input = None
@@ -277,13 +268,13 @@ class UnitFitter:
 @patch
 def fit(self:UnitFitter, outs:UnitOutputs) -> Tensor:
     "Correct the unit until its output meets the targets; return the output to hand on"
-    self.run.starting(self)
+    self.index = self.run.starting(self)
     m, s, n, replayable = self.run.measure(self, outs.out, flag=outs.base is not None)
     self.before = (m, s)
-    self.run.sample(self, 'before', outs.out)
+    if self.run.telemetry: self.sample_before = telemetry_sample(outs.out)
     best = Trial(Correction(), outs.out, m, s)
     if not n: self.note = 'its output is empty: no sample reached it in this pass'
-    phases = [] if self.note else self.phases(outs, self.run.reruns(self, n, outs.out.dtype), replayable)
+    phases = [] if self.note else self.phases(outs, self.run.reruns(self.index, n, outs.out.dtype), replayable)
     for source, margin, real in phases:
         if real and not best.c.moves_nothing:
             c, best = best.c, None # the replayed output goes before the real run makes another
@@ -378,8 +369,9 @@ def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
         best = Trial(Correction(), outs.original(), *self.before)
     self.correction, self.after = best.c, (best.m, best.s)
     # A prediction made real in place moved every value alike: its sample is the first one, moved the same way
-    if best.c.moves_nothing or predicted: self.run.sample_moved(self, best.c)
-    else: self.run.sample(self, 'after', best.out)
+    if not self.run.telemetry: pass
+    elif best.c.moves_nothing or predicted: self.moved_by = best.c
+    else: self.sample_after = telemetry_sample(best.out)
     return best.out
 
 @patch

@@ -6,7 +6,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/measure.html.md"""
 
 # %% ../nbs/00c_measure.ipynb #ad96a227
 from __future__ import annotations
-import functools, math, numbers
+import math, numbers
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import torch
@@ -28,13 +28,6 @@ def _no_autocast(model):
     kind = p.device.type if p is not None else 'cpu'
     return torch.autocast(kind, enabled=False) if kind in ('cpu', 'cuda') and torch.is_autocast_enabled(kind) else nullcontext()
 
-def _set_mode(m:nn.Module, training:bool):
-    "`m.training = training`, written into `m`'s dict where `m` keeps its mode there as torch does"
-    # `Module.__setattr__` costs more than a small layer's forward; for a module without one of its own, writing the
-    # dict is exactly what it does
-    if type(m).__setattr__ is nn.Module.__setattr__ and 'training' in m.__dict__: m.__dict__['training'] = training
-    else: m.training = training
-
 @contextmanager
 def measuring_mode(model:nn.Module):
     "Put `model` in eval mode, but its batch-statistics norms in train mode, with autocast off; restore every module's mode on exit"
@@ -43,12 +36,12 @@ def measuring_mode(model:nn.Module):
     if any(type(m).train is not nn.Module.train for m, _ in modes): model.eval()
     for m, _ in modes:
         want = uses_batch_stats(m)
-        if m.training != want: _set_mode(m, want)
+        if m.training != want: m.training = want
     try:
         with _no_autocast(model): yield model
     finally:
         for m, t in modes:
-            if m.training != t: _set_mode(m, t)
+            if m.training != t: m.training = t
 
 # %% ../nbs/00c_measure.ipynb #d2b22f75
 def _summing_dtype(x:Tensor):
@@ -60,13 +53,10 @@ def _flat(x:Tensor) -> Tensor:
     return x if _summing_dtype(x) is None else x.float()
 
 def moments(x:Tensor) -> list[float]:
-    "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host (from a GPU in one sync)"
-    # Reduced as it is, with the dtype to sum in: a flat view and an fp32 copy would cost two more ops a unit
+    "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host in one transfer"
     x = x.detach() if x.is_floating_point() else x.detach().float() # `vector_norm` takes floats only
     dtype = _summing_dtype(x)
-    s1, norm = x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)
-    # On a GPU, one sync for both; on the CPU a sync costs nothing, and stacking them costs as much as the sum
-    s1, norm = (s1.item(), norm.item()) if x.device.type == 'cpu' else torch.stack([s1, norm]).tolist()
+    s1, norm = torch.stack([x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)]).tolist()
     return [float(x.numel()), s1, norm*norm]
 
 def centred_square_sum(x:Tensor, mean:float) -> float:
@@ -94,15 +84,10 @@ NEAR_ZERO = 0.05 # |activation| below this counts as "near zero", relative to th
 HIST_BINS, HIST_SPAN = 50, 5. # the histograms cover target_mean +- HIST_SPAN * target_std
 TELEMETRY_SAMPLE = 2**12
 
-@functools.lru_cache(maxsize=256) # most units of a model share their output sizes
-def _sample_index(n:int, device:torch.device) -> Tensor:
-    "Every `k`-th of `n` flat positions, `k` the smallest step that keeps at most `TELEMETRY_SAMPLE` of them"
-    return torch.arange(0, n, max(1, -(-n // TELEMETRY_SAMPLE)), device=device)
-
 def telemetry_sample(x:Tensor) -> Tensor:
     "An evenly strided sample of at most `TELEMETRY_SAMPLE` values of `x`, in fp32, a copy of its own (`x` may be corrected in place later)"
-    s = torch.take(x.detach(), _sample_index(x.numel(), x.device))
-    return s if s.dtype == torch.float32 else s.float()
+    every = torch.arange(0, x.numel(), max(1, -(-x.numel() // TELEMETRY_SAMPLE)), device=x.device)
+    return torch.take(x.detach(), every).float()
 
 def telemetry_table(samples:list, device=None) -> Tensor:
     "The `samples` (1-d fp32 tensors, or `None` where nothing was sampled) as the rows of one table, NaN past each one's end"

@@ -28,55 +28,28 @@ class SinglePass:
     "Every unit's `UnitFitter` hooked into one forward pass of `model`, the statistics summed over `ranks`"
     def __init__(self, model:nn.Module, units:list[Unit], targets:Targets, max_iter:int=10, telemetry:bool=True,
                  ranks:Ranks|None=None, progress:bool=False):
-        store_attr('model,targets,max_iter,progress')
-        self.ranks, self.with_telemetry = ranks or Ranks(), telemetry
-        self.fitters = [UnitFitter(u, self) for u in units]
-        self.tags = {id(f): 1 + i for i, f in enumerate(self.fitters)}
-        self.rows = {(id(f), when): 2*i + j for i, f in enumerate(self.fitters) for j, when in enumerate(('before', 'after'))}
-        self.order, self.index, self.failure, self.stopped, self.bar, self._scratch = [], {}, None, False, None, None
-        self.kept, self.tele, self.moved = {}, None, [] # `kept`: the telemetry samples, by their row of the table
+        store_attr('model,targets,max_iter,telemetry,progress')
+        self.ranks = ranks or Ranks()
+        # each fitter's tag, its number among the units, is the same on every rank: messages out of step show up
+        self.fitters = [UnitFitter(u, self, tag=1 + i) for i, u in enumerate(units)]
+        self.started, self.failure, self.stopped, self.bar, self.tele = 0, None, False, None, None
 
-    def starting(self, fitter:UnitFitter):
-        "A fitter starts, as the next unit of the pass"
-        self.index[id(fitter)] = len(self.index)
+    def starting(self, fitter:UnitFitter) -> int:
+        "A fitter starts, as the next unit of the pass: its index in the forward order"
+        self.started += 1
+        if self.bar is not None: self.bar.update(self.started)
+        return self.started - 1
 
-    def reruns(self, fitter:UnitFitter, n:int, dtype:torch.dtype) -> bool:
-        "Should `fitter` re-run its unit, which outputs `n` values of `dtype`? Yes, unless it is within the replay horizon of the end"
-        left = len(self.fitters) - self.index[id(fitter)]
-        return left > replay_horizon(n, dtype, min(self.targets.std_tol, self.targets.mean_tol))
+    def reruns(self, index:int, n:int, dtype:torch.dtype) -> bool:
+        "Should the unit at `index` in the forward order, which outputs `n` values of `dtype`, be re-run? Yes, unless it is within the replay horizon of the end"
+        return len(self.fitters) - index > replay_horizon(n, dtype, min(self.targets.std_tol, self.targets.mean_tol))
 
-    def rows_of(self, fitter:UnitFitter) -> tuple:
-        "`fitter`'s 'before' and 'after' rows in the telemetry table"
-        return self.rows[(id(fitter), 'before')], self.rows[(id(fitter), 'after')]
-
-    def finished(self, fitter:UnitFitter):
-        self.order.append(fitter)
-        if self.bar is not None: self.bar.update(len(self.order))
-
-    def sample(self, fitter:UnitFitter, when:str, x:Tensor):
-        "Keep a telemetry sample of `x` as `fitter`'s `when` ('before' or 'after') sample"
-        if self.with_telemetry: self.kept[self.rows[(id(fitter), when)]] = telemetry_sample(x)
-
-    def sample_moved(self, fitter:UnitFitter, c:Correction):
-        "`fitter`'s 'after' sample is its 'before' sample moved by `c` (`out*scale + offset`): made with the report, all at once"
-        if self.with_telemetry: self.moved.append((fitter, c))
-
-    def scratch(self, like:Tensor) -> Tensor:
-        "A buffer shaped like `like` that no one else holds: the last one, if it fits, else a new one (one at a time)"
-        t = self._scratch
-        if t is None or t.shape != like.shape or t.dtype != like.dtype or t.device != like.device:
-            t = self._scratch = torch.empty_like(like, memory_format=torch.contiguous_format)
-        return t
-
-    def give_away(self, t:Tensor):
-        "`t` was handed on as an output: never reuse it"
-        if t is self._scratch: self._scratch = None
 
 # %% ../nbs/00g_single_pass.ipynb #831f34af
 @patch
 def measure(self:SinglePass, fitter:UnitFitter, x:Tensor, flag:bool=True) -> tuple[float, float, int, bool]:
     "Mean, std and number of the values of `x` over every rank, and whether every rank raised `flag`"
-    tag, world = self.tags[id(fitter)], self.ranks.world
+    tag, world = fitter.tag, self.ranks.world
     (n, s1, s2, flags), bad = self.ranks.summed([*moments(x), float(flag)], tag)
     if not n: return math.nan, math.nan, 0, flags == world
     mean, var = mean_var(n, s1, s2)
@@ -132,31 +105,33 @@ def _count_samples(samples:list, device, moves:list, targets:Targets, ranks:Rank
 @patch
 def samples(self:SinglePass) -> Telemetry|None:
     "The pass's `Telemetry`, counted when first read; across ranks, counted now (every rank takes part in the counting)"
-    if not self.with_telemetry: return None
+    if not self.telemetry: return None
     if self.tele is None:
-        # a pass that sampled nothing still has its rows to count (and, across ranks, to send)
-        samples = [self.kept.get(i) for i in range(len(self.rows))]
+        # rows 2i and 2i+1: fitter i's samples before and after; a pass that sampled nothing still has its rows to count
+        samples = [s for f in self.fitters for s in (f.sample_before, f.sample_after)]
         device = next((s.device for s in samples if s is not None), self.ranks.device)
-        moves = [(*self.rows_of(f), c.scale, c.offset) for f, c in self.moved]
+        moves = [(2*i, 2*i + 1, f.moved_by.scale, f.moved_by.offset) for i, f in enumerate(self.fitters) if f.moved_by is not None]
         # the counting holds the samples, never the pass (which holds the model)
-        self.kept, count = {}, partial(_count_samples, samples, device, moves, self.targets)
+        for f in self.fitters: f.sample_before = f.sample_after = None
+        count = partial(_count_samples, samples, device, moves, self.targets)
         self.tele = Telemetry(rows=count(self.ranks)) if self.ranks.world > 1 else Telemetry(count)
     return self.tele
 
 @patch
 def record(self:SinglePass, f:UnitFitter, tele:Telemetry|None) -> UnitReport:
     "The report of fitter `f`'s unit"
-    u = f.unit
+    u, row = f.unit, 2 * self.fitters.index(f)
     return UnitReport(f.name, u.kind, ', '.join(k.name for k in u.knobs), 'adjusted' if u.shift else u.why_no_mean,
                       *f.before, *f.after, f.iters, f.converged, f.calls,
                       f.note or ('' if f.calls else 'not called in the forward pass: left unchanged'), f.recompute,
-                      telemetry=tele, telemetry_rows=self.rows_of(f))
+                      telemetry=tele, telemetry_rows=(row, row + 1))
 
 @patch
 def report(self:SinglePass, batch:dict, elapsed:float) -> LSUVReport:
     "What the pass did to every unit"
-    tele, seen = self.samples(), {id(f) for f in self.order}
-    fitters = self.order + [f for f in self.fitters if id(f) not in seen]
+    tele = self.samples()
+    called = sorted((f for f in self.fitters if f.index is not None), key=lambda f: f.index)
+    fitters = called + [f for f in self.fitters if f.index is None]
     t = self.targets
     return LSUVReport([self.record(f, tele) for f in fitters], t.mean, t.std, t.mean_tol, t.std_tol, batch, elapsed,
                       self.ranks.world, HIST_SPAN)
