@@ -50,8 +50,7 @@ def lsuv_init(
             with orthonormal_start(units, seed) if orthonormal else nullcontext():
                 single = SinglePass(model, units, targets, max_iter, telemetry, ranks, progress)
                 single.run(args, kwargs)
-                report = single.report(describe_batch(args, kwargs), time.perf_counter() - start)
-                report.left_alone = left_alone
+                report = single.report(describe_batch(args, kwargs), time.perf_counter() - start, left_alone)
                 report.warn()
                 single.commit()
     return report

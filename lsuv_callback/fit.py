@@ -369,9 +369,9 @@ def keep(self:UnitFitter, best:Trial, outs:UnitOutputs) -> Tensor:
         best = Trial(Correction(), outs.original(), *self.before)
     self.correction, self.after = best.c, (best.m, best.s)
     # A prediction made real in place moved every value alike: its sample is the first one, moved the same way
-    if not self.run.telemetry: pass
-    elif best.c.moves_nothing or predicted: self.moved_by = best.c
-    else: self.sample_after = telemetry_sample(best.out)
+    if self.run.telemetry:
+        if best.c.moves_nothing or predicted: self.moved_by = best.c
+        else: self.sample_after = telemetry_sample(best.out)
     return best.out
 
 @patch

@@ -120,21 +120,21 @@ def samples(self:SinglePass) -> Telemetry|None:
 @patch
 def record(self:SinglePass, f:UnitFitter, tele:Telemetry|None) -> UnitReport:
     "The report of fitter `f`'s unit"
-    u, row = f.unit, 2 * self.fitters.index(f)
+    u, row = f.unit, 2 * (f.tag - 1) # the tag is the unit's number
     return UnitReport(f.name, u.kind, ', '.join(k.name for k in u.knobs), 'adjusted' if u.shift else u.why_no_mean,
                       *f.before, *f.after, f.iters, f.converged, f.calls,
                       f.note or ('' if f.calls else 'not called in the forward pass: left unchanged'), f.recompute,
                       telemetry=tele, telemetry_rows=(row, row + 1))
 
 @patch
-def report(self:SinglePass, batch:dict, elapsed:float) -> LSUVReport:
+def report(self:SinglePass, batch:dict, elapsed:float, left_alone:dict|None=None) -> LSUVReport:
     "What the pass did to every unit"
     tele = self.samples()
     called = sorted((f for f in self.fitters if f.index is not None), key=lambda f: f.index)
     fitters = called + [f for f in self.fitters if f.index is None]
     t = self.targets
     return LSUVReport([self.record(f, tele) for f in fitters], t.mean, t.std, t.mean_tol, t.std_tol, batch, elapsed,
-                      self.ranks.world, HIST_SPAN)
+                      self.ranks.world, HIST_SPAN, left_alone or {})
 
 @patch
 @torch.no_grad()
