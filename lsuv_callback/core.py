@@ -11,7 +11,7 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
-from .units import find_units, lsuv_units, unwrap, walked_once
+from .units import find_units, lsuv_units, unwrap
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
 from .report import LSUVReport
@@ -38,9 +38,8 @@ def lsuv_init(
 ) -> LSUVReport:
     "Initialise `model` with LSUV on `xb` in a single forward pass; return the per-unit report"
     start, model = time.perf_counter(), unwrap(model)
-    # LSUV reads version counters, which inference mode does not keep (it measures under `no_grad` anyway); and the
-    # stages below read the module tree: one walk serves them all
-    with torch.inference_mode(False), walked_once():
+    # LSUV reads version counters, which inference mode does not keep (it measures under `no_grad` anyway)
+    with torch.inference_mode(False):
         targets = check_settings(model, tol, target_mean, target_std, max_iter)
         units, left_alone = lsuv_units(model, modules)
         ranks = Ranks(model_device_dtype(model)[0])

@@ -1,7 +1,7 @@
 """The fitting of one unit, pinned directly where the notebooks do not: the mode it measures in, each statistic judged
 by its own tolerance through a whole `lsuv_init`, the report's histograms against a fresh pass, a batch of two samples,
 a block with two norms at another target std, when a miss counts as converged, `unit_stats` of a module called twice, and
-the orthonormal pre-init drawing each unit its own matrix. (`mean_std` is tested in 00c_measure, an in-place activation
+the orthonormal pre-init drawing each unit its own matrix. (`mean_std` is tested in 00e_measure, an in-place activation
 after a BatchNorm and a factor after the activation in 00_core, a batch under two samples in test_robustness.) The checks
 are against `oracle_stats`, a fresh forward pass computed independently of the package, or `unit_stats`, the package's
 own fresh pass."""

@@ -163,7 +163,7 @@ def test_unit_called_twice_warns_with_the_count():
     assert u['b'].converged and abs(u['b'].std_after - 1) <= 1e-3, 'the first call is initialised'
 
 def test_tied_weights_are_kept_and_of_a_named_pair_the_first_is_initialised():
-    """Two units on one weight are both left alone (00a_units checks which units and the warning): the weight is as it
+    """Two units on one weight are both left alone (00b_units checks which units and the warning): the weight is as it
     was; named in `modules=`, the first is initialised and the second is said to be left to it"""
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
     model[2].weight = model[0].weight
