@@ -4,7 +4,8 @@ Written by hand, as nbdev leaves it: the version, and the names most people need
 __version__ = "0.1.0"
 
 from .core import lsuv_init, unit_stats, lsuv_done, mark_lsuv_done
-from .units import LSUVError, LSUVNothingToInit, LSUVWarning, find_units
+from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
+from .units import find_units
 from .report import LSUVReport, UnitReport
 
 _from_callback = {'LSUVCallback', 'draw_batches'}

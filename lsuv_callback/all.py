@@ -8,7 +8,8 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/all.html.md"""
 __all__ = []
 
 # %% ../nbs/04_all.ipynb #d1a98f43
-from .units import LSUVError, LSUVNothingToInit, LSUVWarning, find_units
+from .units import find_units
+from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
 from .measure import default_tol
 from .report import LSUVReport, UnitReport
 from .core import lsuv_init, unit_stats, lsuv_done, mark_lsuv_done, watch_loads, pretrained_from

@@ -16,7 +16,8 @@ with warnings.catch_warnings():
     from fastai.callback.progress import ProgressCallback
     from fastai.torch_core import get_random_states, set_random_states
 from .core import lsuv_init, lsuv_done, mark_lsuv_done, watch_loads, why_keep, lsuv_options
-from .units import unwrap, LSUVError, LSUVNothingToInit, LSUVWarning
+from .units import unwrap
+from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
 from .report import LSUVReport
 from .distributed import copy_rank0_weights
 

