@@ -115,7 +115,7 @@ def step(self:Fit, c:Correction, a:float, d:float) -> Correction:
     "`c`, then the scale knobs times `a` and the shift knob moved by `d`; an error if that overflows"
     c = c.then(a, d, self.unit)
     if not (math.isfinite(c.scale) and math.isfinite(c.shift)):
-        raise LSUVError(f"LSUV: unit '{self.unit.name or '(model)'}' ({self.unit.kind}): scaling its knobs overflowed; "
+        raise LSUVError(f"LSUV: unit '{self.unit.label}' ({self.unit.kind}): scaling its knobs overflowed; "
                         "its output cannot reach the targets")
     return c
 

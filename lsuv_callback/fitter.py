@@ -196,7 +196,7 @@ class UnitFitter:
                                  'adjusted' if unit.shift else unit.why_no_mean, telemetry_rows=(2*tag - 2, 2*tag - 1))
 
     @property
-    def name(self): return self.unit.name or '(model)'
+    def name(self): return self.unit.label
 
     def hook(self, hooks:ExitStack):
         "Register the fitter's hooks (first of the unit's pre-hooks, last of its forward hooks), each removed when `hooks` closes"

@@ -130,7 +130,7 @@ def _axes(axs, n, figsize, **kwargs):
     return axs if axs is not None else plt.subplots(1, n, figsize=figsize, **kwargs)[1]
 
 def _unit_ticks(ax, units):
-    ax.set_xticks(range(len(units)), [u.name or '(model)' for u in units], rotation=90, fontsize=8)
+    ax.set_xticks(range(len(units)), [u.name for u in units], rotation=90, fontsize=8)
     ax.set_xlabel('unit (in forward order)')
 
 @patch

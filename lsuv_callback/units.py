@@ -130,6 +130,8 @@ class Unit:
     @property
     def kind(self): return type(self.module).__name__
     @property
+    def label(self): return self.name or '(model)' # the model itself, as a unit, has no name
+    @property
     def knobs(self) -> list:
         "Every knob of the unit, the shift knob included"
         return self.scale + ([self.shift] if self.shift is not None and self.shift not in self.scale else [])
