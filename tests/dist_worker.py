@@ -86,9 +86,7 @@ def run_lsuv(rank, tmp, name, model, xb, shard=False, **kwargs):
         outcome = 'ok'
     except Exception as e:
         report, outcome = None, f'{type(e).__name__}: {e}'
-    # asked before saving: a pickle counts the telemetry
-    counted = report is not None and report.units[0].telemetry.counted
-    save(tmp, name, rank, outcome=outcome, report=report, counted=counted, before=before, after=snapshot(model), xb=xb,
+    save(tmp, name, rank, outcome=outcome, report=report, before=before, after=snapshot(model), xb=xb,
          sums=unit_sums(model, xb) if outcome == 'ok' else None)
     return outcome
 
