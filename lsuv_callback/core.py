@@ -34,7 +34,7 @@ def lsuv_init(
     target_std:float=1., # Std each unit's output should have
     max_iter:int=10, # Most corrections per unit
     orthonormal:bool=False, # Orthonormal pre-init of each unit's weight first (the paper's step 1)
-    telemetry:bool=True, # Sample each output for near-zero fractions and histograms before/after (counted when first read)
+    telemetry:bool=True, # Sample each output for near-zero fractions and histograms before/after
     progress:bool=False, # Show a fastprogress bar while units are processed
 ) -> LSUVReport:
     "Initialise `model` with LSUV on `xb` in a single forward pass; return the per-unit report"
