@@ -15,7 +15,7 @@ with warnings.catch_warnings():
     from fastai.basics import *
     from fastai.callback.progress import ProgressCallback
     from fastai.torch_core import get_random_states, set_random_states
-from .core import lsuv_init, lsuv_done, mark_lsuv_done, watch_loads, why_keep, lsuv_options
+from .core import lsuv_init, lsuv_done, mark_lsuv_done, why_keep, lsuv_options
 from .units import unwrap
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
 from .report import LSUVReport
@@ -66,18 +66,15 @@ class LSUVCallback(Callback):
     def __init__(self,
         n_batches:int=1, # Training batches pooled for the statistics
         show:bool=True, # Log the report's summary table through `learn.logger`
-        **lsuv_kwargs # Passed to `lsuv_init`: tol, target_mean, target_std, max_iter, orthonormal, modules, ...
+        **lsuv_kwargs # Passed to `lsuv_init` (modules, tol, target_mean, target_std, max_iter, orthonormal, keep_loaded=True, ...)
     ):
         store_attr('n_batches,show')
         self.lsuv_kwargs, self.unshown = lsuv_options('LSUVCallback', lsuv_kwargs), None
 
-    def after_create(self): watch_loads(self.learn.model)
-
     def before_fit(self):
         model = self.learn.model
-        watch_loads(model)
         if self.learn.lock.locked(): return
-        why = why_keep(model, named='modules' in self.lsuv_kwargs)
+        why = why_keep(model, self.lsuv_kwargs)
         if not why: self.initialise_or_go_on()
         elif not lsuv_done(model):
             mark_lsuv_done(model) # said once, not at every fit
@@ -89,7 +86,7 @@ class LSUVCallback(Callback):
         except LSUVNothingToInit as e:
             # Units the user named must be initialised; a model where the search finds none (an embedding-only
             # recommender) trains as well from its own init, and stopping its fit would help nobody
-            if 'modules' in self.lsuv_kwargs: raise
+            if self.lsuv_kwargs.get('modules') is not None: raise
             mark_lsuv_done(self.learn.model)
             warnings.warn(f"{e}. The fit goes on with the model's own init", LSUVWarning)
 
@@ -128,7 +125,8 @@ def lsuv_stats(self:Learner):
 @patch
 def lsuv(self:Learner, n_batches:int=1, show:bool=True, **lsuv_kwargs) -> LSUVReport:
     "Initialise `self.model` with LSUV now, on `n_batches` training batches, and return the report"
-    cb = LSUVCallback(n_batches, show, **lsuv_kwargs)
+    # asked for by name, like `lsuv_init`: loaded weights too, unless `keep_loaded=True`
+    cb = LSUVCallback(n_batches, show, **(dict(keep_loaded=False) | lsuv_kwargs))
     cb.learn = self
     report = cb.initialise()
     cb.log_unshown()

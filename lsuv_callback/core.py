@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 from .units import find_units, unwrap
-from .leave_alone import lsuv_units
+from .leave_alone import lsuv_units, holds_loaded
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
 from .report import LSUVReport
@@ -22,13 +22,14 @@ from .single_pass import SinglePass, kept_buffers, orthonormal_start
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 
 # %% auto #0
-__all__ = ['lsuv_init', 'unit_stats', 'lsuv_done', 'mark_lsuv_done', 'watch_loads', 'pretrained_from', 'why_keep', 'lsuv_options']
+__all__ = ['lsuv_init', 'unit_stats', 'lsuv_done', 'mark_lsuv_done', 'pretrained_from', 'loaded_whole', 'why_keep',
+           'lsuv_options']
 
 # %% ../nbs/00_core.ipynb #b67b7ddc
 def lsuv_init(
     model:nn.Module, # Any PyTorch model (or a DDP, DataParallel or `torch.compile` wrapper of one); changed in place
     xb, # Batch: a tensor, a tuple of args, a dict of kwargs, or a list of such batches (pooled)
-    modules:list|Callable|None=None, # Modules (or their names, parameter names, glob patterns) to initialise, or a predicate; default: found automatically
+    modules:list|Callable|None=None, # Modules (or their names, parameter names, glob patterns, a loader's result) to initialise, or a predicate; default: found automatically
     tol:float|tuple|None=None, # Tolerance on |mean-target_mean| and |std-target_std|, or (mean_tol, std_tol); default `default_tol` of the weights' dtype
     target_mean:float=0., # Mean each unit's output should have, where a knob can shift it
     target_std:float=1., # Std each unit's output should have
@@ -36,13 +37,14 @@ def lsuv_init(
     orthonormal:bool=False, # Orthonormal pre-init of each unit's weight first (the paper's step 1)
     telemetry:bool=True, # Sample each output for near-zero fractions and histograms before/after
     progress:bool=False, # Show a fastprogress bar while units are processed
+    keep_loaded:bool=False, # Leave alone the units holding weights a `load_state_dict` filled (the trainer callbacks do)
 ) -> LSUVReport:
     "Initialise `model` with LSUV on `xb` in a single forward pass; return the per-unit report"
     start, model = time.perf_counter(), unwrap(model)
     # LSUV reads version counters, which inference mode does not keep (it measures under `no_grad` anyway)
     with torch.inference_mode(False):
         targets = check_settings(model, tol, target_mean, target_std, max_iter)
-        units, left_alone = lsuv_units(model, modules)
+        units, left_alone = lsuv_units(model, modules, keep_loaded)
         ranks = Ranks(model_device_dtype(model)[0])
         with kept_buffers(model, units), failing_together(ranks):
             args, kwargs = prepare_batch(xb, model)
@@ -51,6 +53,7 @@ def lsuv_init(
                 single = SinglePass(model, units, targets, max_iter, telemetry, ranks, progress)
                 single.run(args, kwargs)
                 report = single.report(describe_batch(args, kwargs), time.perf_counter() - start, left_alone)
+                report.loaded = [u.name for u in units if holds_loaded(u)]
                 report.warn()
                 single.commit()
     return report
@@ -72,19 +75,12 @@ def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tup
 
 # %% ../nbs/00_core.ipynb #b775dd25
 def lsuv_done(model:nn.Module) -> bool:
-    "Has `model` been initialised by LSUV, or had weights loaded into it (see `watch_loads`)?"
+    "Has `model` been initialised by LSUV, or marked so with `mark_lsuv_done`?"
     return getattr(unwrap(model), '_lsuv_done', False)
 
-def mark_lsuv_done(model:nn.Module, *_):
-    "Mark `model` as initialised (a module-level function, so a model holding it as a hook still pickles)"
+def mark_lsuv_done(model:nn.Module):
+    "Mark `model` as initialised: a trainer's callback leaves it as it is"
     unwrap(model)._lsuv_done = True
-
-def watch_loads(model:nn.Module):
-    "Mark `model` as initialised whenever a state dict is loaded into it"
-    model = unwrap(model)
-    if getattr(model, '_lsuv_watched', False): return
-    model.register_load_state_dict_post_hook(mark_lsuv_done)
-    model._lsuv_watched = True
 
 # %% ../nbs/00_core.ipynb #8fde6809
 def pretrained_from(model:nn.Module) -> str:
@@ -92,17 +88,27 @@ def pretrained_from(model:nn.Module) -> str:
     paths = (getattr(m, 'name_or_path', '') for m in unwrap(model).modules())
     return next((p for p in paths if isinstance(p, str) and p), '')
 
-def why_keep(model:nn.Module, named:bool=False) -> str:
-    "Why a trainer's callback must leave `model`'s weights as they are ('' if LSUV may initialise it); `named`: `modules=` was given"
-    if lsuv_done(model): return 'LSUV initialised it already, or weights were loaded into it'
-    if (source := pretrained_from(model)) and not named:
-        return (f"its weights come from `from_pretrained('{source}')`: pass `modules=` (say, the `missing_keys` of "
+def loaded_whole(model:nn.Module, modules=None) -> bool:
+    "Does every unit of `model` (found, or chosen by `modules`) hold weights a `load_state_dict` filled?"
+    model = unwrap(model)
+    if not any(hasattr(m, '_lsuv_loaded') for m in model.modules()): return False # most models: nothing was loaded
+    units = find_units(model, modules)
+    return bool(units) and all(map(holds_loaded, units))
+
+def why_keep(model:nn.Module, options:dict) -> str:
+    "Why a trainer's callback, running `lsuv_init` with `options`, must leave `model` as it is ('' if LSUV may initialise it)"
+    modules = options.get('modules')
+    if lsuv_done(model): return 'LSUV initialised it already, or it was marked so (`mark_lsuv_done`, `learn.load`)'
+    if (source := pretrained_from(model)) and modules is None:
+        return (f"its weights come from `from_pretrained('{source}')`: pass `modules=` (say, the loading info of "
                 "`from_pretrained(..., output_loading_info=True)`) to initialise its new layers")
+    if options.get('keep_loaded') and loaded_whole(model, modules):
+        return 'its weights were loaded with `load_state_dict` (pass `keep_loaded=False` to initialise them anyway)'
     return ''
 
 # %% ../nbs/00_core.ipynb #4a720955
 def lsuv_options(who:str, options:dict) -> dict:
-    "`options` for `lsuv_init`, or a `TypeError` from `who` naming those `lsuv_init` does not take"
+    "`options` for `lsuv_init` from a trainer's callback (keeping loaded weights by default), or a `TypeError` from `who` naming those `lsuv_init` does not take"
     unknown = sorted(set(options) - (known := set(inspect.signature(lsuv_init).parameters) - {'model', 'xb'}))
     if unknown: raise TypeError(f"{who}: unknown options {unknown}; `lsuv_init` takes {sorted(known)}")
-    return options
+    return dict(keep_loaded=True) | options

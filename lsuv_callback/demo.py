@@ -23,10 +23,11 @@ from fastai.basics import Adam, Callback, Learner, SGD, accuracy, no_random, set
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches `Learner.fit_one_cycle`)
 
 # %% auto #0
-__all__ = ['RELU_07A', 'MODELS', 'INITS', 'OPTS', 'LRS', 'UNIT_COLUMNS', 'INIT_STYLES', 'cnn_deep', 'demo_model', 'model_label',
-           'init_kaiming', 'init_stats', 'InitStats', 'train_run', 'compare', 'runs_df', 'epochs_df', 'units_df',
-           'acc_table', 'gain_table', 'layer_table', 'plot_results', 'DemoOptionError', 'usable_device',
-           'check_options', 'summary_text', 'write_results', 'demo', 'main']
+__all__ = ['RELU_07A', 'MODELS', 'INITS', 'ALL_INITS', 'OPTS', 'LRS', 'UNIT_COLUMNS', 'INIT_STYLES', 'NEAR_CHANCE', 'cnn_deep',
+           'demo_model', 'model_label', 'init_kaiming', 'is_conv_layer', 'lsuv_callbacks', 'init_stats', 'InitStats',
+           'train_run', 'compare', 'runs_df', 'epochs_df', 'units_df', 'acc_table', 'gain_table', 'seed_table',
+           'layer_table', 'plot_results', 'DemoOptionError', 'usable_device', 'check_options', 'untrained',
+           'untrained_text', 'summary_text', 'write_results', 'demo', 'main']
 
 # %% ../nbs/02a_demo.ipynb #d96dc939
 RELU_07A = dict(leak=0.1, sub=0.4, maxv=6.)  # 07a's GeneralRelu
@@ -54,7 +55,8 @@ def model_label(name:str, n_extra:int=5) -> str:
     return name if name == 'cnn5' else f'{name}{5+3*n_extra}'
 
 # %% ../nbs/02a_demo.ipynb #83aa45cc
-INITS = ('default', 'kaiming', 'lsuv')
+INITS = ('default', 'kaiming', 'lsuv')  # what `lsuv-demo` compares
+ALL_INITS = (*INITS, 'lsuv_all')
 
 def init_kaiming(model:nn.Module) -> nn.Module:
     "07a's `init_cnn`: `kaiming_normal_(a=0.1)` on conv weights, zero conv biases"
@@ -63,6 +65,15 @@ def init_kaiming(model:nn.Module) -> nn.Module:
             nn.init.kaiming_normal_(m.weight, a=0.1)
             if m.bias is not None: nn.init.zeros_(m.bias)
     return model
+
+def is_conv_layer(m:nn.Module) -> bool:
+    "Is `m` a `ConvLayer`? 07a's choice of units for LSUV"
+    return isinstance(m, ConvLayer)
+
+def lsuv_callbacks(init:str) -> list:
+    "The `LSUVCallback` of `init`: 07a's LSUV on the `ConvLayer`s ('lsuv'), the callback's default on every unit ('lsuv_all'), or none"
+    if init == 'lsuv': return [LSUVCallback(show=False, modules=is_conv_layer)]
+    return [LSUVCallback(show=False)] if init == 'lsuv_all' else []
 
 # %% ../nbs/02a_demo.ipynb #021071b9
 def init_stats(model:nn.Module, xb) -> pd.DataFrame:
@@ -85,7 +96,7 @@ LRS = {'sgd': {'cnn5': 0.6, 'deep': 0.2}, 'adam': {'cnn5': 1e-2, 'deep': 1e-2}} 
 def train_run(data, model:str='cnn5', init:str='lsuv', seed:int=0, epochs:int=2, bs:int=512, opt:str='sgd',
               lr:float|None=None, device=None, n_extra:int=5, n_train:int|None=None) -> dict:
     "Train `model` initialised with `init` for `epochs` epochs from `seed`; return accuracies, times and the LSUV report"
-    if init not in INITS: raise ValueError(f'Unknown init {init!r}: use one of {INITS}')
+    if init not in ALL_INITS: raise ValueError(f'Unknown init {init!r}: use one of {ALL_INITS}')
     if opt not in OPTS: raise ValueError(f'Unknown optimiser {opt!r}: use one of {tuple(OPTS)}')
     lr = lr or LRS[opt][model]
     set_seed(seed, reproducible=True)
@@ -93,7 +104,7 @@ def train_run(data, model:str='cnn5', init:str='lsuv', seed:int=0, epochs:int=2,
     net = demo_model(model, n_extra)
     if init == 'kaiming': init_kaiming(net)
     learn = Learner(dls, net, loss_func=nn.CrossEntropyLoss(), metrics=accuracy, opt_func=OPTS[opt],
-                    cbs=[InitStats()] + ([LSUVCallback(show=False)] if init == 'lsuv' else []))
+                    cbs=[InitStats(), *lsuv_callbacks(init)])
     start = time.perf_counter()
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
     elapsed = time.perf_counter() - start
@@ -158,6 +169,11 @@ def gain_table(runs:list[dict], init:str='lsuv') -> pd.DataFrame:
                              wins=f'{(diff > 0).sum()}/{len(diff)}'))
     return pd.DataFrame(rows)
 
+def seed_table(runs:list[dict]) -> pd.DataFrame:
+    "Final valid accuracy (%) of every seed, one row per model and init, and the worst seed's"
+    acc = runs_df(runs).pivot_table(index=['model', 'init'], columns='seed', values='acc', sort=False)*100
+    return acc.rename(columns=lambda s: f'seed {s}').assign(worst=acc.min(axis=1)).round(2).reset_index()
+
 def layer_table(runs:list[dict], model:str) -> pd.DataFrame:
     "Per unit of `model`, mean over seeds: output std and mean at the start of training per init, and LSUV's corrections"
     u = units_df([r for r in runs if r['model'] == model])
@@ -173,21 +189,25 @@ def layer_table(runs:list[dict], model:str) -> pd.DataFrame:
 # %% ../nbs/02a_demo.ipynb #a3ddc691
 INIT_STYLES = {'default': dict(color='C0', marker='o', ms=9, mfc='none', ls=':'),  # hollow and large: shows around the others
                'kaiming': dict(color='C1', marker='s', ms=5, ls='--'),
-               'lsuv':    dict(color='C2', marker='^', ms=6, ls='-')}
+               'lsuv':    dict(color='C2', marker='^', ms=6, ls='-'),
+               'lsuv_all': dict(color='C3', marker='v', ms=6, ls='-.')}
 
 def plot_results(runs:list[dict], fname=None):
-    "Accuracy per epoch and init, and per-unit output std before/after LSUV; saved to `fname` if given"
+    "Accuracy per epoch and init (every seed's, their min-max band and the median), and each unit's output std at the start; saved to `fname` if given"
     import matplotlib.pyplot as plt
     models = list(dict.fromkeys(r['model'] for r in runs))
     fig, axs = plt.subplots(2, len(models), figsize=(5.5*len(models), 7.5), squeeze=False)
     df = pd.DataFrame(runs)
     for j, model in enumerate(models):
         for init, g in df[df.model == model].groupby('init', sort=False):
-            accs = np.array(g.acc.tolist())*100
+            accs, style = np.array(g.acc.tolist())*100, INIT_STYLES[init]
             ep = np.arange(1, accs.shape[1]+1)
-            axs[0, j].errorbar(ep, accs.mean(0), yerr=accs.std(0, ddof=1) if len(accs) > 1 else None, capsize=3, label=init,
-                               **INIT_STYLES[init])
-        axs[0, j].set(title=f'{model}: valid accuracy', xlabel='epoch', ylabel='accuracy %', xticks=ep)
+            # every seed drawn: a mean ± std would hide a collapsed run, and reach past 0-100%
+            axs[0, j].fill_between(ep, accs.min(0), accs.max(0), color=style['color'], alpha=0.15, lw=0)
+            axs[0, j].plot(np.tile(ep, len(accs)), accs.ravel(), ls='', marker='.', color=style['color'], alpha=0.6)
+            axs[0, j].plot(ep, np.median(accs, 0), label=init, **style)
+        axs[0, j].set(title=f'{model}: valid accuracy (a dot per seed, min-max band, median line)', xlabel='epoch',
+                      ylabel='accuracy %', xticks=ep)
         ax, lt = axs[1, j], layer_table(runs, model)
         for col in [c for c in lt.columns if c.startswith('std ')]: ax.semilogy(lt[col].values, label=col[4:], **INIT_STYLES[col[4:]])
         ax.set_xticks(range(len(lt)), lt.unit, fontsize=7)
@@ -230,10 +250,24 @@ def check_options(epochs:int=2, bs:int=512, seeds:int=3, opt:str='sgd', lr:float
 # %% ../nbs/02a_demo.ipynb #8351d3d5
 def _plural(k:int, word:str) -> str: return f'{k:,} {word}' + ('' if k == 1 else 's')
 
+NEAR_CHANCE = 0.2  # 10 digits: a model that predicts one class scores about 0.1
+
+def untrained(runs:list[dict]) -> list[dict]:
+    "The runs that did not train: a loss that is not finite, or a final accuracy near chance (under `NEAR_CHANCE`)"
+    return [r for r in runs if r['acc'][-1] < NEAR_CHANCE or not np.isfinite(r['train_loss'] + r['valid_loss']).all()]
+
+def untrained_text(runs:list[dict]) -> str:
+    "One line naming the runs that did not train, or saying that every run did"
+    groups = {}
+    for r in untrained(runs): groups.setdefault(f"{r['model']} {r['init']}", []).append(str(r['seed']))
+    if not groups: return f'Every run trained (final accuracy {NEAR_CHANCE:.0%} or more, finite losses).'
+    return (f'Did not train (final accuracy under {NEAR_CHANCE:.0%}, near chance, or a loss that is not finite): '
+            + '; '.join(f"{k} {'seeds' if len(s) > 1 else 'seed'} {', '.join(s)}" for k, s in groups.items()))
+
 def summary_text(runs:list[dict]) -> str:
-    "The tables `lsuv-demo` prints: accuracy per init and model, LSUV's gain, and LSUV's per-unit statistics"
+    "The tables `lsuv-demo` prints: accuracy per init and model, the runs that did not train, LSUV's gain, and per-unit statistics"
     parts = [f"Valid accuracy after each epoch, mean ± std over {_plural(len({r['seed'] for r in runs}), 'seed')}; "
-             'LSUV s: time LSUV took', acc_table(runs).to_string(index=False), '',
+             'LSUV s: time LSUV took', acc_table(runs).to_string(index=False), untrained_text(runs), '',
              'LSUV minus the other inits, final valid accuracy, paired by seed (pp: percentage points)',
              gain_table(runs).to_string(index=False)]
     for model in dict.fromkeys(r['model'] for r in runs):

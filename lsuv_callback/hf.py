@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import torch
 from transformers import TrainerCallback
-from .core import lsuv_init, lsuv_done, mark_lsuv_done, watch_loads, why_keep, lsuv_options
+from .core import lsuv_init, lsuv_done, mark_lsuv_done, why_keep, lsuv_options
 from .errors import LSUVError
 
 # %% auto #0
@@ -33,13 +33,9 @@ _logger = logging.getLogger('transformers.lsuv_callback.hf')
 class LSUVTrainerCallback(TrainerCallback):
     "Initialise the model with LSUV on the first training batch when `Trainer.train` starts, once, on every rank"
     def __init__(self,
-        **lsuv_kwargs # Passed to `lsuv_init`: modules, tol, target_mean, target_std, max_iter, orthonormal, ...
+        **lsuv_kwargs # Passed to `lsuv_init` (modules, tol, target_mean, target_std, max_iter, orthonormal, keep_loaded=True, ...)
     ):
         self.lsuv_kwargs, self.report = lsuv_options('LSUVTrainerCallback', lsuv_kwargs), None
-
-    def on_init_end(self, args, state, control, model=None, **kwargs):
-        # a checkpoint that `train(resume_from_checkpoint=...)` loads then counts as initialised
-        if model is not None: watch_loads(model)
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         why = self.reason_to_keep(model, state)
@@ -51,7 +47,7 @@ class LSUVTrainerCallback(TrainerCallback):
     def reason_to_keep(self, model, state) -> str:
         "Why this run must leave the weights as they are ('' if LSUV initialises them)"
         if state.global_step > 0: return f"training resumes from a checkpoint, at step {state.global_step}"
-        return why_keep(model, named=self.lsuv_kwargs.get('modules') is not None)
+        return why_keep(model, self.lsuv_kwargs)
 
     def initialise(self, model, xb:dict):
         self.report = lsuv_init(model, xb, **self.lsuv_kwargs)

@@ -6,16 +6,16 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/leave_alone.html.md"""
 
 # %% ../nbs/00c_leave_alone.ipynb #de9d897f
 from __future__ import annotations
-import warnings
+import functools, warnings
 from dataclasses import dataclass
 from typing import Callable
 from torch import nn, Tensor
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning, names_of
-from .units import Knob, Unit, find_units, knob_tensors, is_sharded
+from .units import Knob, Unit, find_units, knob_tensors, is_sharded, nothing_named
 
 # %% auto #0
-__all__ = ['LEAVE_ALONE', 'is_frozen', 'frozen', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale', 'shared_with_earlier',
-           'Rule', 'choose_units', 'lsuv_units']
+__all__ = ['LEAVE_ALONE', 'KEEP_LOADED', 'is_frozen', 'frozen', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale',
+           'shared_with_earlier', 'mark_loaded', 'holds_loaded', 'loaded', 'Rule', 'choose_units', 'lsuv_units']
 
 # %% ../nbs/00c_leave_alone.ipynb #e5279ff8
 def is_frozen(u:Unit) -> bool:
@@ -93,6 +93,33 @@ def shared_with_earlier(model, units) -> dict:
         seen |= ids
     return out
 
+# %% ../nbs/00c_leave_alone.ipynb #55abeb86
+_torch_load_state_dict = getattr(nn.Module.load_state_dict, '__wrapped__', nn.Module.load_state_dict)
+
+def mark_loaded(model:nn.Module, names):
+    "Note in each module of `model` which of its own parameters and buffers the state-dict `names` (relative to `model`) filled"
+    names = set(names)
+    for prefix, m in model.named_modules():
+        own = {n for n in [*m._parameters, *m._buffers] if (f'{prefix}.{n}' if prefix else n) in names}
+        if own: m._lsuv_loaded = getattr(m, '_lsuv_loaded', frozenset()) | own
+
+def _load_state_dict(self:nn.Module, state_dict, strict:bool=True, assign:bool=False):
+    res = _torch_load_state_dict(self, state_dict, strict=strict, assign=assign)
+    mark_loaded(self, set(state_dict) - set(res.unexpected_keys))
+    return res
+
+# torch's own docstring and signature, and `__wrapped__`: importing this module twice wraps torch's function once
+nn.Module.load_state_dict = functools.wraps(_torch_load_state_dict)(_load_state_dict)
+
+# %% ../nbs/00c_leave_alone.ipynb #62503e6b
+def holds_loaded(u:Unit) -> bool:
+    "Does a knob of `u` hold a tensor that `load_state_dict` filled?"
+    return any(k.attr in getattr(k.module, '_lsuv_loaded', ()) for k in u.knobs)
+
+def loaded(model, units) -> dict:
+    "Units holding weights that `load_state_dict` filled"
+    return {u: "hold weights loaded with `load_state_dict` and are left as they are" for u in units if holds_loaded(u)}
+
 # %% ../nbs/00c_leave_alone.ipynb #a0f15fca
 @dataclass(frozen=True)
 class Rule:
@@ -108,6 +135,8 @@ LEAVE_ALONE = [
     Rule(fixed_scale,         applies_to_named=True,  warns=True),
     Rule(shared_with_earlier, applies_to_named=True,  warns=True),
 ]
+# Asked for by the trainer callbacks: loaded weights are kept even in the units `modules=` names
+KEEP_LOADED = Rule(loaded, applies_to_named=True, warns=False)
 
 # %% ../nbs/00c_leave_alone.ipynb #73524ec2
 def _warn_per_reason(whys:dict, units:list):
@@ -115,31 +144,33 @@ def _warn_per_reason(whys:dict, units:list):
     for why in dict.fromkeys(whys.values()):
         warnings.warn(f"LSUV: units {names_of([u for u in units if whys.get(u) == why])} {why}", LSUVWarning)
 
-def choose_units(model:nn.Module, units:list, named:bool=False) -> tuple[list, dict]:
-    "`units` without those the `LEAVE_ALONE` rules pick (only those that apply to `named` units if the user named them), and `{rule: names}` of those"
+def choose_units(model:nn.Module, units:list, named:bool=False, rules:list=LEAVE_ALONE) -> tuple[list, dict]:
+    "`units` without those the `rules` pick (only those that apply to `named` units if the user named them), and `{rule: names}` of those"
     left_alone = {}
-    if named: _warn_per_reason({u: "have frozen parameters: initialised because `modules=` names them, though the optimizer "
-                                   "does not train them while they are frozen" for u in units if is_frozen(u)}, units)
-    for rule in LEAVE_ALONE:
+    for rule in rules:
         if named and not rule.applies_to_named: continue
         left = rule.check(model, units)
         if rule.warns: _warn_per_reason(left, units)
         if left: left_alone[rule.check.__name__] = [u.name for u in units if u in left]
         units = [u for u in units if u not in left]
+    if named: _warn_per_reason({u: "have frozen parameters: initialised because `modules=` names them, though the optimizer "
+                                   "does not train them while they are frozen" for u in units if is_frozen(u)}, units)
     return units, left_alone
 
 # %% ../nbs/00c_leave_alone.ipynb #8e70571c
-def lsuv_units(model:nn.Module, modules:list|Callable|None=None) -> tuple[list[Unit], dict]:
-    "The units `lsuv_init` fits in `model`, found automatically or built from `modules`, less those left alone; and `{rule: names}` of those"
+def lsuv_units(model:nn.Module, modules:list|Callable|None=None, keep_loaded:bool=False) -> tuple[list[Unit], dict]:
+    "The units `lsuv_init` fits in `model`, found automatically or built from `modules`, less those left alone (and those holding loaded weights if `keep_loaded`); and `{rule: names}` of those"
     is_lazy = lambda p: isinstance(p, nn.parameter.UninitializedParameter)
     lazy = any(map(is_lazy, model.parameters())) and [n for n, p in model.named_parameters() if is_lazy(p)]
     if lazy: raise LSUVError(f"LSUV: parameters {lazy} are not materialised yet (lazy modules): call the model on a batch "
                              "once (`model(xb)`), then run LSUV")
-    found = find_units(model, modules)
-    units, left_alone = choose_units(model, found, named=modules is not None)
+    found, named = find_units(model, modules), modules is not None
+    if named and not found: raise LSUVNothingToInit(nothing_named(model, modules))
+    units, left_alone = choose_units(model, found, named, [KEEP_LOADED, *LEAVE_ALONE] if keep_loaded else LEAVE_ALONE)
     if found and not units:
+        advice = '' if named else '; pass `modules=[...]` to choose units, or do not run LSUV on this model'
         raise LSUVNothingToInit(f"LSUV: all {len(found)} units of {type(model).__name__} are left unchanged ({left_alone}; the "
-                                "warnings say why): nothing to initialise; pass `modules=[...]` to choose units, or do not run LSUV on this model")
+                                f"warnings say why): nothing to initialise{advice}")
     if not units:
         raise LSUVNothingToInit(f"LSUV: no unit found in {type(model).__name__}: searched for layers with a weight of 2+ "
                                 "dimensions (conv, linear and alike, not embeddings) and ConvLayer-like blocks. Pass "

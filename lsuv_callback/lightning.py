@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Callable
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from .core import lsuv_init, lsuv_done, mark_lsuv_done, watch_loads, why_keep, lsuv_options
+from .core import lsuv_init, lsuv_done, mark_lsuv_done, why_keep, lsuv_options
 
 # %% auto #0
 __all__ = ['batch_inputs', 'LSUVLightningCallback']
@@ -27,13 +27,10 @@ class LSUVLightningCallback(Callback):
     "Initialise the `LightningModule` with LSUV on the first training batch of the fit, once, on every rank"
     def __init__(self,
         batch_to_inputs:Callable=batch_inputs, # Takes a training batch (on the device), returns what `forward` takes
-        **lsuv_kwargs # Passed to `lsuv_init`: modules, tol, target_mean, target_std, max_iter, orthonormal, ...
+        **lsuv_kwargs # Passed to `lsuv_init` (modules, tol, target_mean, target_std, max_iter, orthonormal, keep_loaded=True, ...)
     ):
         lsuv_kwargs = lsuv_options('LSUVLightningCallback', lsuv_kwargs)
         self.batch_to_inputs, self.lsuv_kwargs, self.report, self.pending = batch_to_inputs, lsuv_kwargs, None, False
-
-    # Lightning restores a checkpoint's weights after `setup`: they then count as initialised
-    def setup(self, trainer, pl_module, stage): watch_loads(pl_module)
 
     def on_train_start(self, trainer, pl_module):
         why = self.reason_to_keep(trainer, pl_module)
@@ -46,7 +43,7 @@ class LSUVLightningCallback(Callback):
         "Why this fit must leave the weights as they are ('' if LSUV initialises them)"
         if trainer.ckpt_path is not None: return f"the fit resumes from a checkpoint, at step {trainer.global_step}"
         if trainer.global_step > 0: return f"this Trainer has trained it already, to step {trainer.global_step}"
-        return why_keep(pl_module, named=self.lsuv_kwargs.get('modules') is not None)
+        return why_keep(pl_module, self.lsuv_kwargs)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if not self.pending: return

@@ -62,6 +62,7 @@ class LSUVReport:
     world_size: int = 1 # ranks whose batches the statistics cover
     hist_span: float = HIST_SPAN # the histograms cover target_mean +- hist_span * target_std
     left_alone: dict = field(default_factory=dict) # `{rule: unit names}` of the units left alone on purpose (frozen, ...)
+    loaded: list = field(default_factory=list) # names of the units initialised although they held weights a `load_state_dict` filled
 
     @property
     def target_mean(self): return self.targets.mean
@@ -108,8 +109,9 @@ class LSUVReport:
     def summary(self) -> str:
         "One line: units, misses, worst errors (the time is in `elapsed`: a shown report stays the same from run to run)"
         ranks = f', statistics over {self.world_size} ranks' if self.world_size > 1 else ''
-        alone = ''.join(f', {len(names)} left alone ({rule})' for rule, names in self.left_alone.items())
-        return (f'LSUV: {len(self.called)}/{len(self.units)} units, {len(self.failed)} not converged, '
+        alone = ''.join(f', {len(names)} left alone ({rule}: {names_of(names)})' for rule, names in self.left_alone.items())
+        loaded = f', {len(self.loaded)} of them held loaded weights {names_of(self.loaded)}' if self.loaded else ''
+        return (f'LSUV: {len(self.called)}/{len(self.units)} units{loaded}, {len(self.failed)} not converged, '
                 f'worst |mean-{self.target_mean:g}| {self.worst_mean:.2e}, worst |std-{self.target_std:g}| {self.worst_std:.2e}{ranks}{alone}')
 
     def __repr__(self):

@@ -7,6 +7,7 @@ Docs: https://lsuv-callback.github.io/lsuv_callback/units.html.md"""
 # %% ../nbs/00b_units.ipynb #c2a8208a
 from __future__ import annotations
 import sys
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,11 +15,12 @@ from typing import Callable
 import torch
 from torch import nn, Tensor
 from torch.nn.utils import parametrize
-from .errors import LSUVError, label
+from .errors import LSUVError, label, names_of
 
 # %% auto #0
 __all__ = ['Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit',
-           'block_layers', 'block_unit', 'unwrap', 'find_units', 'is_sharded', 'knob_tensors']
+           'block_layers', 'block_unit', 'unwrap', 'loader_names', 'find_units', 'nothing_named', 'is_sharded',
+           'knob_tensors']
 
 # %% ../nbs/00b_units.ipynb #42a5e974
 @dataclass(eq=False)
@@ -243,30 +245,40 @@ def _matches(pattern:str, name:str) -> bool:
     parts = pattern.split('.')
     return len(parts) == name.count('.') + 1 and all(map(fnmatchcase, name.split('.'), parts))
 
-def _named_by(pattern:str, modules:dict, params:list) -> list:
-    "Names of the modules `pattern` names: by their own name, or by the name of a parameter they hold"
-    owners = [p.rpartition('.')[0] for p in params if _matches(pattern, p)]
+def _named_by(pattern:str, modules:dict, tensors:list) -> list:
+    "Names of the modules `pattern` names: by their own name, or by the name of a parameter or buffer they hold"
+    owners = [p.rpartition('.')[0] for p in tensors if _matches(pattern, p)]
     return list(dict.fromkeys([n for n in modules if n and _matches(pattern, n)] + owners))
 
 def _chosen(model, modules) -> list:
     "`(name, module, by_name)` of each module the user chose: modules of `model`, names or patterns, or a predicate"
     named = dict(model.named_modules())
     if callable(modules): return [(n, m, False) for n, m in named.items() if modules(m)]
-    where, params = {id(m): n for n, m in named.items()}, [n for n, _ in model.named_parameters()]
+    where, tensors = {id(m): n for n, m in named.items()}, [n for n, _ in [*model.named_parameters(), *model.named_buffers()]]
     missing = [type(m).__name__ for m in modules if not isinstance(m, str) and id(m) not in where]
     if missing: raise LSUVError(f"LSUV: modules {missing} passed in `modules` are not part of the model")
-    hits = {s: _named_by(s, named, params) for s in modules if isinstance(s, str)}
+    hits = {s: _named_by(s, named, tensors) for s in modules if isinstance(s, str)}
     if unmatched := [s for s, ns in hits.items() if not ns]:
-        raise LSUVError(f"LSUV: {unmatched} in `modules` match no module or parameter name of {type(model).__name__} "
+        raise LSUVError(f"LSUV: {unmatched} in `modules` match no module, parameter or buffer name of {type(model).__name__} "
                         f"(its modules are named like {list(named)[1:4]}): check the names, or use a list of modules")
     pick = lambda x: [(n, named[n], True) for n in hits[x]] if isinstance(x, str) else [(where[id(x)], x, False)]
     return [c for x in modules for c in pick(x)]
 
+def loader_names(modules):
+    "The names a loader's result says it did not fill (its `missing_keys`, and Hugging Face's `mismatched_keys`), or `modules` as it is"
+    # torch's `load_state_dict` returns a namedtuple, `from_pretrained(..., output_loading_info=True)` a dict of sets
+    info = modules._asdict() if hasattr(modules, 'missing_keys') and hasattr(modules, '_asdict') else modules
+    if not (isinstance(info, Mapping) and 'missing_keys' in info): return modules
+    mismatched = [k if isinstance(k, str) else k[0] for k in info.get('mismatched_keys', ())] # HF: (name, its shape, ours)
+    return sorted({*info['missing_keys'], *mismatched})
+
 def find_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
-    """The units of `model`: found automatically, or built from `modules`: modules of `model`, a predicate on modules, or
-    names: module names, parameter names (each its module) and glob patterns of either; a named module's units are searched for"""
+    """The units of `model`: found automatically, or built from `modules`: modules of `model`, a predicate on modules,
+    names (module, parameter or buffer names, each its module, and glob patterns of either; a named module's units are
+    searched for), or what a loader returned (torch's `load_state_dict(..., strict=False)`, Hugging Face's loading info)"""
     model = unwrap(model)
     if modules is None: return _search(model)
+    modules = loader_names(modules)
     if isinstance(modules, str): modules = [modules]
     units = [u for n, m, by_name in _chosen(model, modules) for u in (_search(m, n) if by_name else [_unit_for(n, m)])]
     units = list({u.name: u for u in units}.values()) # a module named twice (by a pattern and by a parameter, say)
@@ -275,6 +287,18 @@ def find_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
         outer = next((p for p in _ancestors(u.name) if p in names), None)
         if outer is not None: raise LSUVError(f"LSUV: module '{u.name}' is inside '{label(outer)}'; pass only one of them")
     return units
+
+def nothing_named(model:nn.Module, modules) -> str:
+    "The error for `modules` that selects no unit of `model`: what it named, and why none of it is a unit"
+    names, model = loader_names(modules), unwrap(model)
+    if names is not modules and not names:
+        return ("LSUV: `modules=` is a loader's result that lists no missing or mismatched key: the checkpoint filled every "
+                "weight, so there is no new layer to initialise")
+    chosen = _chosen(model, [names] if isinstance(names, str) else names)
+    if not chosen: return f"LSUV: `modules=` selects no module of {type(model).__name__}: " + ('the predicate matches none' if callable(names) else 'it is empty')
+    named = [f'{label(n)} ({type(m).__name__})' for n, m, _ in chosen]
+    return (f"LSUV: `modules=` selects no unit of {type(model).__name__}: it names {names_of(named)}, none of which is or "
+            "holds a layer with a weight of 2+ dimensions (conv, linear and alike) to scale")
 
 # %% ../nbs/00b_units.ipynb #a229ebf0
 def is_sharded(t:Tensor) -> bool:
