@@ -22,8 +22,48 @@ from .single_pass import SinglePass, kept_buffers, orthonormal_start
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 
 # %% auto #0
-__all__ = ['lsuv_init', 'unit_stats', 'lsuv_done', 'mark_lsuv_done', 'pretrained_from', 'loaded_whole', 'why_keep',
-           'lsuv_options']
+__all__ = ['unit_stats', 'lsuv_reference', 'lsuv_init', 'lsuv_done', 'mark_lsuv_done', 'pretrained_from', 'loaded_whole',
+           'why_keep', 'lsuv_options']
+
+# %% ../nbs/00_core.ipynb #0359bb59
+def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tuple[str, float, float]]:
+    "`(name, mean, std)` of each unit's output in one plain forward pass of `model` on `xb`, in LSUV's measuring mode"
+    model, outs = unwrap(model), {}
+    units = find_units(model, modules)
+    args, kwargs = prepare_batch(xb, model)
+    def hook(u):
+        def record(m, i, o):
+            if u.name not in outs: outs[u.name] = mean_std(o)[:2]
+        return record
+    with torch.no_grad(), measuring_mode(model), kept_buffers(model, []), ExitStack() as hooks:
+        for u in units: hooks.enter_context(u.module.register_forward_hook(hook(u)))
+        call_model(model, args, kwargs)
+    return [(n, *outs[n]) for n in outs]
+
+# %% ../nbs/00_core.ipynb #091559f1
+def lsuv_reference(
+    model:nn.Module, # Any PyTorch model; changed in place
+    xb, # Batch, as `lsuv_init` takes it
+    modules:list|Callable|None=None, # Units to initialise, as `lsuv_init` takes them; default: found automatically
+    tol:float|tuple|None=None, # Tolerance on |mean-target_mean| and |std-target_std|, or (mean_tol, std_tol)
+    target_mean:float=0., # Mean each unit's output should have, where a knob can shift it
+    target_std:float=1., # Std each unit's output should have
+    max_iter:int=10, # Most corrections per unit
+) -> nn.Module:
+    "LSUV as the paper states it, one forward pass per correction: what `lsuv_init` computes, slowly"
+    model = unwrap(model)
+    targets = check_settings(model, tol, target_mean, target_std, max_iter)
+    units = {u.name: u for u in lsuv_units(model, modules)[0]}
+    measure = lambda us: unit_stats(model, xb, [u.module for u in us])
+    for name, *_ in measure(units.values()): # in the order the forward pass calls them
+        u, shifts = units[name], units[name].shift is not None
+        for _ in range(max_iter):
+            (_, mean, std), = measure([u])
+            if targets.met(mean, std, shifts): break
+            a = targets.std / std
+            d = (targets.mean - a*mean) / u.gain if shifts else 0. # the shift knob moves the mean by `gain` per unit
+            for knob, scale, shift in u.moves(a, d): knob.move(scale, shift)
+    return model
 
 # %% ../nbs/00_core.ipynb #b67b7ddc
 def lsuv_init(
@@ -57,21 +97,6 @@ def lsuv_init(
                 report.warn()
                 single.commit()
     return report
-
-# %% ../nbs/00_core.ipynb #0359bb59
-def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tuple[str, float, float]]:
-    "`(name, mean, std)` of each unit's output in one plain forward pass of `model` on `xb`, in LSUV's measuring mode"
-    model, outs = unwrap(model), {}
-    units = find_units(model, modules)
-    args, kwargs = prepare_batch(xb, model)
-    def hook(u):
-        def record(m, i, o):
-            if u.name not in outs: outs[u.name] = mean_std(o)[:2]
-        return record
-    with torch.no_grad(), measuring_mode(model), kept_buffers(model, []), ExitStack() as hooks:
-        for u in units: hooks.enter_context(u.module.register_forward_hook(hook(u)))
-        call_model(model, args, kwargs)
-    return [(n, *outs[n]) for n in outs]
 
 # %% ../nbs/00_core.ipynb #b775dd25
 def lsuv_done(model:nn.Module) -> bool:

@@ -16,7 +16,7 @@ from .units import Unit
 from .measure import Targets, finest_tol
 
 # %% auto #0
-__all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'OUT_OF_REACH', 'NO_EFFECT', 'Correction', 'Trial',
+__all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'OUT_OF_REACH', 'SLOW_STEPS', 'NO_EFFECT', 'Correction', 'Trial',
            'replay_horizon', 'Fit', 'is_constant', 'has_no_effect']
 
 # %% ../nbs/00f_fit.ipynb #019932c9
@@ -62,6 +62,7 @@ def replay_horizon(n:int, dtype:torch.dtype, tol:float=1e-3) -> int:
 
 # %% ../nbs/00f_fit.ipynb #7afd9841
 OUT_OF_REACH = 'targets out of reach (saturating or clamped activation?)'
+SLOW_STEPS = 3 # steps in a row that each take less than a tenth off the error: the targets are out of reach
 
 @dataclass
 class Fit:
@@ -93,6 +94,7 @@ class Fit:
 @patch
 def improve(self:Fit, best:Trial, source, s0:float) -> tuple[Trial, str]:
     "Corrections from `best` through `source` until the targets are met within its margin, or a reason to stop"
+    slow = 0
     while not self.met(best, source.margin) and self.tries < self.max_iter:
         if is_constant(best): return best, self.why_constant()
         a, gain = self.targets.std / best.s, self.gain
@@ -105,8 +107,9 @@ def improve(self:Fit, best:Trial, source, s0:float) -> tuple[Trial, str]:
         if e1 > e0:
             if abs(self.gain - gain) > 0.1 * abs(gain): continue
             return best, self.why_missed(f'{OUT_OF_REACH}: the last correction made it worse', best)
-        best, self.iters = new, self.iters + 1
-        if e1 > 0.9 * e0:
+        best, self.iters, slow = new, self.iters + 1, slow + 1 if e1 > 0.9 * e0 else 0
+        # a clamp makes a step slow now and then while the loop still converges: only slow steps in a row mean a wall
+        if slow == SLOW_STEPS:
             return best, '' if self.met(best) else self.why_missed(f'{OUT_OF_REACH}: corrections stopped helping', best)
     return best, ''
 
