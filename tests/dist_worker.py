@@ -156,6 +156,22 @@ def scenario_fastai(rank, tmp):
         learn.fit(1, 1e-2)
     save(tmp, 'fastai-step', rank, after=snapshot(unwrap(learn.model)))
 
+def scenario_loads(rank, tmp):
+    """A checkpoint loaded on rank 0 only, then DDP, as scripts often do: every rank must decide alike what to keep (a
+    rank that went on alone would wait for the others forever). Loaded whole: every rank leaves the model as it is;
+    the body loaded: every rank initialises the head only"""
+    from lsuv_callback.core import why_keep, lsuv_options, trainer_lsuv
+    options = lsuv_options('test', {})
+    for name, part in (('loads-whole', lambda m: m), ('loads-body', lambda m: m[:3])):
+        model = models('course')
+        if rank == 0: part(model).load_state_dict(part(models('course')).state_dict())
+        ddp = nn.parallel.DistributedDataParallel(model)
+        why = why_keep(ddp, options)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            report = None if why else trainer_lsuv(ddp, batch(rank), options)
+        save(tmp, name, rank, why=why, report=report, after=snapshot(model))
+
 class FailsOnRank1(nn.Module):
     "A layer that raises on rank 1 only, after the units before it have been corrected"
     def forward(self, x):

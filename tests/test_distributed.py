@@ -39,7 +39,7 @@ def spawn(tmp, scenarios, timeout_s=90, pg_timeout_s=30):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     "One spawn for every scenario (process start-up dominates the cost); the faults go last"
-    return spawn(tmp_path_factory.mktemp('dist'), ['plain', 'ddp', 'fsdp', 'fastai', 'fault'], timeout_s=150, pg_timeout_s=30)
+    return spawn(tmp_path_factory.mktemp('dist'), ['plain', 'ddp', 'fsdp', 'fastai', 'loads', 'fault'], timeout_s=150, pg_timeout_s=30)
 
 def load(tmp, name): return [torch.load(tmp/f'{name}-{r}.pt', weights_only=False) for r in range(WORLD)]
 
@@ -139,3 +139,13 @@ def test_a_failure_on_one_rank_fails_every_rank_cleanly(runs, name, says):
         assert r['outcome'].startswith('LSUVError') and says in r['outcome'], f'rank {rank}: {r["outcome"]}'
         assert not differences(r['before'], r['after']), f'rank {rank} was left changed'
     assert rs[0]['outcome'] == rs[1]['outcome']
+
+def test_weights_loaded_on_rank_0_only_are_kept_on_every_rank(runs):
+    "The trainer callbacks' decision (`why_keep`, then `lsuv_init` with `keep_loaded`) is the same on every rank"
+    whole = load(runs, 'loads-whole')
+    assert [r['report'] for r in whole] == [None] * WORLD and all('loaded with `load_state_dict`' in r['why'] for r in whole)
+    body = load(runs, 'loads-body')
+    assert [r['why'] for r in body] == [''] * WORLD
+    assert [[u.name for u in r['report'].units] for r in body] == [['5']] * WORLD
+    assert [r['report'].left_alone for r in body] == [{'loaded': ['0', '1', '2']}] * WORLD
+    assert not differences(body[0]['after'], body[1]['after'])
