@@ -8,14 +8,14 @@ import math
 from dataclasses import dataclass
 from fastcore.basics import patch
 import torch
-from torch import Tensor
+from torch import nn, Tensor
 from .errors import LSUVError
-from .units import Unit
+from .units import Unit, is_weight_layer
 from .measure import Targets, finest_tol
 
 # %% auto #0
-__all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'OUT_OF_REACH', 'SLOW_STEPS', 'NO_EFFECT', 'Correction', 'Trial',
-           'replay_horizon', 'Fit', 'is_constant', 'has_no_effect']
+__all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'TF32_EPS', 'OUT_OF_REACH', 'SLOW_STEPS', 'NO_EFFECT', 'Correction',
+           'Trial', 'rounding_eps', 'replay_horizon', 'Fit', 'is_constant', 'has_no_effect']
 
 # %% ../nbs/00f_fit.ipynb #019932c9
 @dataclass(frozen=True)
@@ -51,11 +51,19 @@ class Trial:
 REPLAY_GROWTH = 1.2 # how much a plain deep stack amplifies a rounding difference, per unit (about 1.16 measured)
 REPLAY_SPREAD = 5. # an output's std drifts by this times one ulp per element, over the square root of its size (5.2 measured)
 REPLAY_MARGIN = 0.9 # replays aim at this fraction of the tolerance, and half the rest is room for their drift
+TF32_EPS = 2.**-10
 
-def replay_horizon(n:int, dtype:torch.dtype, tol:float=1e-3) -> int:
-    "How many units at the end of the pass may hand on replayed outputs of `n` values of `dtype`, their drift staying in the room left"
+def rounding_eps(dtype:torch.dtype, device_type:str, base:nn.Module) -> float:
+    "The rounding step of `base`'s output, of `dtype` on `device_type`: TF32's where torch lets CUDA's float32 convolutions or matmuls use it"
+    if dtype == torch.float32 and device_type == 'cuda' and is_weight_layer(base):
+        conv = isinstance(base, nn.modules.conv._ConvNd)
+        if torch.backends.cudnn.allow_tf32 if conv else torch.backends.cuda.matmul.allow_tf32: return TF32_EPS
+    return torch.finfo(dtype).eps
+
+def replay_horizon(n:int, eps:float, tol:float=1e-3) -> int:
+    "How many units at the end of the pass may hand on replayed outputs of `n` values that round by `eps`, their drift staying in the room left"
     room = (1 - REPLAY_MARGIN) * tol / 2
-    ulps = room * math.sqrt(max(n, 1)) / (REPLAY_SPREAD * torch.finfo(dtype).eps)
+    ulps = room * math.sqrt(max(n, 1)) / (REPLAY_SPREAD * eps)
     return max(0, int(math.log(ulps) / math.log(REPLAY_GROWTH))) if ulps > 1 else 0
 
 # %% ../nbs/00f_fit.ipynb #7afd9841

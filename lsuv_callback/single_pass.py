@@ -39,9 +39,9 @@ class SinglePass:
         if self.bar is not None: self.bar.update(self.started)
         return self.started - 1
 
-    def reruns(self, index:int, n:int, dtype:torch.dtype) -> bool:
-        "Must the unit at `index` in the forward order, which outputs `n` values of `dtype`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
-        return len(self.fitters) - index > replay_horizon(n, dtype, min(self.targets.std_tol, self.targets.mean_tol))
+    def reruns(self, index:int, n:int, eps:float) -> bool:
+        "Must the unit at `index` in the forward order, which outputs `n` values that round by `eps`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
+        return len(self.fitters) - index > replay_horizon(n, eps, min(self.targets.std_tol, self.targets.mean_tol))
 
 # %% ../nbs/00k_single_pass.ipynb #e7c77632
 @patch

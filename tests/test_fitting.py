@@ -186,3 +186,22 @@ def test_orthonormal_start_draws_each_unit_its_own_matrix():
     for i in range(len(qs)):
         for j in range(i):
             assert abs((qs[i] * qs[j]).sum().item()) / 16 < 0.5, (i, j, 'the same matrix drawn twice')
+
+# --------------------------------------------------------------------------------------------------- TF32 on the GPU
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('tf32', [True, False], ids=['tf32', 'fp32'])
+def test_a_deep_stack_without_norms_meets_its_targets_in_a_fresh_pass_with_tf32_on_and_off(tf32):
+    "Replays hand on outputs rounded as the real op rounds: with TF32 the horizon is shorter, and a fresh pass still agrees"
+    from lsuv_callback.layers import ConvLayer
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(ConvLayer(3, 16, stride=1, leak=0.1, sub=0.4, maxv=6.),
+                              *[ConvLayer(16, 16, stride=1, leak=0.1, sub=0.4, maxv=6.) for _ in range(49)]).cuda()
+        xb = img(64, 3, 32).cuda()
+        report, _, _ = run(model, xb)
+        assert report.ok
+        for name, m, s in unit_stats(model, xb): assert abs(s - 1) <= 1e-3 and abs(m) <= 1e-3, (name, m, s)
+    finally: torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
