@@ -8,6 +8,7 @@ import copy
 import torch
 from torch import nn, Tensor
 from .errors import LSUVError
+from .measure import widest_float
 
 # %% auto #0
 __all__ = ['map_tensors', 'tensors_in', 'pool_batches', 'model_device_dtype', 'prepare_batch', 'call_model', 'model_failed',
@@ -117,4 +118,4 @@ def describe_batch(args:tuple, kwargs:dict) -> dict:
     "Shapes, dtypes and a checksum of the batch"
     ts = tensors_in((args, kwargs))
     return dict(shapes=[tuple(t.shape) for t in ts], dtypes=[str(t.dtype) for t in ts],
-                checksum=float(sum(t.detach().double().sum() for t in ts)))
+                checksum=float(sum(t.detach().to(widest_float(t.device)).sum() for t in ts)))

@@ -13,8 +13,8 @@ from torch import nn, Tensor
 from .errors import LSUVError
 
 # %% auto #0
-__all__ = ['uses_batch_stats', 'measuring_mode', 'moments', 'centred_square_sum', 'mean_var', 'precise_enough', 'Stats',
-           'mean_std', 'Targets', 'finest_tol', 'default_tol', 'check_settings']
+__all__ = ['uses_batch_stats', 'widest_float', 'measuring_mode', 'moments', 'centred_square_sum', 'mean_var', 'precise_enough',
+           'Stats', 'mean_std', 'Targets', 'finest_tol', 'default_tol', 'check_settings']
 
 # %% ../nbs/00e_measure.ipynb #5b179b1d
 def uses_batch_stats(m:nn.Module) -> bool:
@@ -24,7 +24,11 @@ def uses_batch_stats(m:nn.Module) -> bool:
 def _no_autocast(model):
     p = next(model.parameters(), None)
     kind = p.device.type if p is not None else 'cpu'
-    return torch.autocast(kind, enabled=False) if kind in ('cpu', 'cuda') and torch.is_autocast_enabled(kind) else nullcontext()
+    return torch.autocast(kind, enabled=False) if kind in ('cpu', 'cuda', 'mps', 'xpu') and torch.is_autocast_enabled(kind) else nullcontext()
+
+def widest_float(device) -> torch.dtype:
+    "The widest float `device` computes in: float64, but float32 on Apple's MPS, which has no float64"
+    return torch.float32 if torch.device(device).type == 'mps' else torch.float64
 
 @contextmanager
 def measuring_mode(model:nn.Module):

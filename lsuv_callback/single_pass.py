@@ -130,7 +130,8 @@ def orthonormal_start(units:list[Unit], seed:int):
     "The units' weights orthonormal (drawn from `seed`) inside the block, and put back if the block fails"
     weights = [u.weight for u in units if u.weight is not None]
     saved = [w.detach().clone() for w in weights]
-    for i, w in enumerate(weights): orthogonal_(w, torch.Generator(device=w.device).manual_seed(seed + i))
+    # drawn where the QR has a kernel: not on MPS, in several torch versions
+    for i, w in enumerate(weights): orthogonal_(w, torch.Generator(device='cpu' if w.device.type == 'mps' else w.device).manual_seed(seed + i))
     try: yield
     except BaseException:
         with torch.no_grad():

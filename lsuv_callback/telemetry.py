@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import torch
 from torch import nn, Tensor
+from .measure import widest_float
+
 
 # %% auto #0
 __all__ = ['NEAR_ZERO', 'HIST_BINS', 'HIST_SPAN', 'TELEMETRY_SAMPLE', 'telemetry_sample', 'telemetry_table', 'telemetry',
@@ -19,8 +21,8 @@ TELEMETRY_SAMPLE = 2**12
 
 def telemetry_sample(x:Tensor) -> Tensor:
     "An evenly strided sample of at most `TELEMETRY_SAMPLE` values of `x`, in fp32, a copy of its own (`x` may be corrected in place later)"
-    every = torch.arange(0, x.numel(), max(1, -(-x.numel() // TELEMETRY_SAMPLE)), device=x.device)
-    return torch.take(x.detach(), every).float()
+    # a strided view of the flat output (`torch.take` has no kernel on MPS in several torch versions), then a copy
+    return x.detach().reshape(-1)[::max(1, -(-x.numel() // TELEMETRY_SAMPLE))].to(torch.float32, copy=True)
 
 def telemetry_table(samples:list, device=None) -> Tensor:
     "The `samples` (1-d fp32 tensors, or `None` where nothing was sampled) as the rows of one table, NaN past each one's end"
@@ -29,7 +31,7 @@ def telemetry_table(samples:list, device=None) -> Tensor:
     return nn.utils.rnn.pad_sequence([empty if s is None else s for s in samples], batch_first=True, padding_value=math.nan)
 
 def telemetry(table:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor:
-    "One fp64 row `[count, count near zero, histogram...]` per row of `table`, all at once (the table is used up)"
+    "One row `[count, count near zero, histogram...]` per row of `table`, in `widest_float`, all at once (the table is used up)"
     n, width = table.shape
     # a sum of 0/1 floats: on the CPU, `count_nonzero` of a boolean table along a dimension is twice as slow
     near = table.abs().lt_(NEAR_ZERO*target_std).sum(1)
@@ -38,7 +40,7 @@ def telemetry(table:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor
     row = torch.arange(n, device=table.device, dtype=torch.int32)[:, None]
     bins = bins.nan_to_num_(HIST_BINS).int().add_(row, alpha=HIST_BINS + 1)
     hist = torch.bincount(bins.reshape(-1), minlength=n*(HIST_BINS + 1)).view(n, HIST_BINS + 1)
-    return torch.cat([(width - hist[:, HIST_BINS:]), near[:, None], hist[:, :HIST_BINS]], 1).double()
+    return torch.cat([(width - hist[:, HIST_BINS:]), near[:, None], hist[:, :HIST_BINS]], 1).to(widest_float(table.device))
 
 # %% ../nbs/00h_telemetry.ipynb #562c1431
 def count_samples(samples:list, targets, ranks=None, device=None) -> list:

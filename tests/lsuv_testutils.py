@@ -61,3 +61,19 @@ def oracle_stats(model, xb, names):
     with torch.no_grad(): model(**xb) if isinstance(xb, dict) else model(*xb) if isinstance(xb, tuple) else model(xb)
     for h in handles: h.remove()
     return out
+
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+class RefusesFloat64(TorchFunctionMode):
+    "Every torch call that makes a float64 tensor fails, as on Apple's MPS, which has no float64"
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tree_flatten(out)[0]):
+            raise TypeError(f'{getattr(func, "__name__", func)} made a float64 tensor, which MPS cannot hold')
+        return out
+
+def as_on_mps(monkeypatch):
+    "The package's choice of the widest float, made as on MPS (float32), for the code run inside `RefusesFloat64`"
+    import lsuv_callback.batch, lsuv_callback.telemetry
+    for mod in (lsuv_callback.batch, lsuv_callback.telemetry): monkeypatch.setattr(mod, 'widest_float', lambda device: torch.float32)

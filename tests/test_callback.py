@@ -150,3 +150,11 @@ def test_a_frozen_pretrained_body_is_reported_not_warned():
     assert "20 left alone (frozen: ['0.0', '0.4.0.conv1', '0.4.0.conv2'," in report.summary(), report.summary()
     assert [u.name for u in report.units] == ['1.4', '1.8'] # the head's two linear layers
     for p, q in zip(body, learn.model[0].parameters()): assert torch.equal(p, q)
+
+def test_the_callback_makes_no_float64_where_the_device_has_none(monkeypatch):
+    "fastai picks MPS on a Mac: the callback's LSUV (its batch drawn, the model initialised) refuses float64 as MPS would"
+    from lsuv_testutils import RefusesFloat64, as_on_mps
+    as_on_mps(monkeypatch)
+    learn = learner()
+    with learn.no_bar(), RefusesFloat64(): report = learn.lsuv(show=False)
+    assert report.ok and report.units[0].hist_after is not None

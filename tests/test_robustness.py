@@ -475,3 +475,18 @@ def test_no_weight_is_copied_while_fitting():
     try: r, ws, _ = run(model, x)
     finally: torch.Tensor.clone = real_clone
     assert r.ok and not clones, clones
+
+def test_lsuv_init_makes_no_float64_where_the_device_has_none(monkeypatch):
+    "What MPS would refuse, refused here on the CPU: a BatchNorm CNN with `GeneralRelu`s, telemetry, an orthonormal start"
+    from lsuv_testutils import RefusesFloat64, as_on_mps
+    from lsuv_callback.layers import ConvLayer
+    as_on_mps(monkeypatch)
+    torch.manual_seed(0)
+    model = nn.Sequential(ConvLayer(3, 8, leak=0.1, sub=0.4, maxv=6.), nn.Sequential(nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.ReLU()),
+                          nn.Flatten(), nn.LazyLinear(4))
+    xb = torch.randn(16, 3, 16, 16)
+    model(xb)
+    with RefusesFloat64():
+        with pytest.raises(TypeError, match='made a float64 tensor'): torch.zeros(2, dtype=torch.float64)  # the mode works
+        report = lsuv_init(model, xb, orthonormal=True)
+    assert report.ok and report.units[0].hist_after is not None
