@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from lsuv_callback.core import lsuv_init, unit_stats
 from lsuv_testutils import CourseGeneralRelu, assert_unchanged, model_state, oracle_stats, run
+from conftest import on
 
 torch.set_num_threads(1)
 
@@ -53,9 +54,9 @@ def gelu_course_cnn(seed=0):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
 
 @pytest.mark.parametrize('mean_tol,std_tol', [(0.2, 1e-5), (1e-5, 0.2)], ids=['tight-std', 'tight-mean'])
-def test_each_statistic_is_judged_by_its_own_tolerance(mean_tol, std_tol):
+def test_each_statistic_is_judged_by_its_own_tolerance(mean_tol, std_tol, device):
     "`tol=(mean_tol, std_tol)`: a loose tolerance on one statistic must not loosen the other"
-    model, xb = gelu_course_cnn(), img()
+    model, xb = on(device, gelu_course_cnn()), on(device, img())
     report, warns, _ = run(model, xb, tol=(mean_tol, std_tol), max_iter=50)
     assert report.ok and not warns, warns
     assert (report.mean_tol, report.std_tol) == (mean_tol, std_tol)
@@ -96,9 +97,9 @@ def mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
 
-def test_a_batch_of_two_samples_is_enough():
+def test_a_batch_of_two_samples_is_enough(device):
     "Two samples are enough for an unbiased std: the init runs and meets the targets"
-    model, xb = mlp(), torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    model, xb = on(device, mlp()), on(device, torch.randn(2, 16, generator=torch.Generator().manual_seed(0)))
     report = lsuv_init(model, xb)
     assert report.ok and all(u.converged for u in report.units)
     assert max(max(e) for e in off_target(report, model, xb).values()) <= 1e-3
@@ -112,10 +113,10 @@ def two_norm_cnn(seed=0):
                                        nn.BatchNorm2d(nf))
     return nn.Sequential(blk(3, 8), blk(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
 
-def test_block_with_two_norms_reaches_any_target_std():
+def test_block_with_two_norms_reaches_any_target_std(device):
     """`[Conv, BatchNorm, ReLU, BatchNorm]` at `target_std=2`: only the last norm's weight moves the block's std (at the
     default target of 1 a block fitted through its first norm would look converged, as the last norm outputs std 1 anyway)"""
-    model, xb = two_norm_cnn(), img()
+    model, xb = on(device, two_norm_cnn()), on(device, img())
     report, warns, _ = run(model, xb, target_std=2.)
     assert report.ok and not warns, warns
     assert all(u.converged for u in report.units)
@@ -158,11 +159,11 @@ class CalledTwice(nn.Module):
         self.lin = nn.Linear(n, n)
     def forward(self, x): return self.lin(torch.relu(self.lin(x)))
 
-def test_unit_stats_reports_the_first_call():
+def test_unit_stats_reports_the_first_call(device):
     """`unit_stats` of a module called twice are those of its first call, the one LSUV fits: after the init they are
     the targets, while the second call's output is far from them"""
     torch.manual_seed(0)
-    model, xb = CalledTwice(), torch.randn(32, 8, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    model, xb = on(device, CalledTwice()), on(device, torch.randn(32, 8, generator=torch.Generator().manual_seed(0)) * 2 + 1)
     report, _, _ = run(model, xb)
     assert report.ok and report.units[0].calls == 2
     (name, m, s), = unit_stats(model, xb)
@@ -173,12 +174,12 @@ def test_unit_stats_reports_the_first_call():
 
 # ---------------------------------------------------------------------------------------------------------- orthonormal
 
-def test_orthonormal_start_draws_each_unit_its_own_matrix():
+def test_orthonormal_start_draws_each_unit_its_own_matrix(device):
     """`orthonormal=True` draws an orthonormal weight per unit, each its own, also for units of the same shape: LSUV
     only scales them, so each weight is orthogonal up to a factor, and no two point the same way"""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
-    report = lsuv_init(model, torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), orthonormal=True)
+    model = on(device, nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16)))
+    report = lsuv_init(model, on(device, torch.randn(64, 16, generator=torch.Generator().manual_seed(0))), orthonormal=True)
     assert report.ok
     ws = [m.weight.detach().double() for m in model if isinstance(m, nn.Linear)]
     qs = [w / w.norm() * 4 for w in ws] # an orthonormal 16x16 matrix has norm 4
@@ -190,7 +191,7 @@ def test_orthonormal_start_draws_each_unit_its_own_matrix():
 # --------------------------------------------------------------------------------------------------- TF32 on the GPU
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('tf32', [True, False], ids=['tf32', 'fp32'])
+@pytest.mark.parametrize('tf32', [True, False], ids=['cuda-tf32', 'cuda-fp32'])
 def test_a_deep_stack_without_norms_meets_its_targets_in_a_fresh_pass_with_tf32_on_and_off(tf32):
     "Replays hand on outputs rounded as the real op rounds: with TF32 the horizon is shorter, and a fresh pass still agrees"
     from lsuv_callback.layers import ConvLayer

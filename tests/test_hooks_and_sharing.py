@@ -11,6 +11,7 @@ from torch import nn
 from lsuv_callback.core import lsuv_init
 from lsuv_callback.layers import CourseGeneralRelu, GeneralRelu
 from lsuv_testutils import oracle_stats, run, model_state, changed
+from conftest import on
 
 torch.set_num_threads(1)
 
@@ -63,19 +64,19 @@ class TwiceThroughAHook(nn.Module):
     def forward(self, x): return self.b(torch.cat([self.a(self.a(x)), self.kept], 1))
 
 @pytest.mark.parametrize('make,shape', [(SkipThroughAHook, (16, 3, 8, 8)), (TwiceThroughAHook, (64, 8))], ids=['block', 'called-twice'])
-def test_a_hook_that_keeps_a_units_output_sees_it_corrected(make, shape):
+def test_a_hook_that_keeps_a_units_output_sees_it_corrected(make, shape, device):
     torch.manual_seed(0)
-    model, x = make(), torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    model, x = on(device, make()), on(device, torch.randn(*shape, generator=torch.Generator().manual_seed(1)))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         report = lsuv_init(model, x)
     assert report.ok
     assert_converged_units_meet_their_targets(report, model, x)
 
-def test_a_users_hook_that_changes_a_layers_output_is_not_taken_for_a_linear_layer():
+def test_a_users_hook_that_changes_a_layers_output_is_not_taken_for_a_linear_layer(device):
     "A ReLU applied by a forward hook: the layer's mean can no longer be moved by its bias, and the report must say so"
     torch.manual_seed(0)
-    model, x = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)), torch.randn(64, 8)
+    model, x = on(device, nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))), on(device, torch.randn(64, 8))
     model[0].register_forward_hook(lambda m, i, o: torch.relu(o))
     report, ws, _ = run(model, x)
     assert report.units[0].recompute == 'rerun'
