@@ -16,9 +16,9 @@ with warnings.catch_warnings():
     from fastai.basics import *
     from fastai.callback.progress import ProgressCallback
     from fastai.torch_core import get_random_states, set_random_states
-from .core import lsuv_init, lsuv_done, mark_lsuv_done, why_keep, lsuv_options, trainer_lsuv
+from .core import lsuv_done, mark_lsuv_done, why_keep, lsuv_options, trainer_lsuv
 from .units import unwrap
-from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
+from .errors import LSUVError, LSUVWarning
 from .report import LSUVReport
 from .distributed import copy_rank0_weights
 

@@ -9,7 +9,7 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
-from .units import find_units, unwrap
+from .units import find_units, unwrap, named_in
 from .leave_alone import lsuv_units, holds_loaded
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
@@ -26,8 +26,7 @@ __all__ = ['unit_stats', 'lsuv_reference', 'lsuv_init', 'lsuv_done', 'mark_lsuv_
 # %% ../nbs/00_core.ipynb #0359bb59
 def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tuple[str, float, float]]:
     "`(name, mean, std)` of each unit's output in one plain forward pass of `model` on `xb`, in LSUV's measuring mode"
-    model, outs = unwrap(model), {}
-    units = find_units(model, modules)
+    units, model, outs = find_units(model, modules), unwrap(model), {}
     args, kwargs = prepare_batch(xb, model)
     def hook(u):
         def record(m, i, o):
@@ -78,10 +77,11 @@ def lsuv_init(
     keep_loaded:bool=False, # Leave alone the units holding weights a `load_state_dict` filled (the trainer callbacks do)
 ) -> LSUVReport:
     "Initialise `model` with LSUV on `xb` in a single forward pass; return the per-unit report"
-    start, model = time.perf_counter(), unwrap(model)
+    start, modules, model = time.perf_counter(), named_in(model, modules), unwrap(model)
     # LSUV reads version counters, which inference mode does not keep (it measures under `no_grad` anyway)
     with torch.inference_mode(False):
         targets = check_settings(model, tol, target_mean, target_std, max_iter)
+        if keep_loaded: share_loaded(model)
         units, left_alone = lsuv_units(model, modules, keep_loaded)
         ranks = Ranks(model_device_dtype(model)[0])
         with kept_buffers(model, units), failing_together(ranks):
@@ -113,21 +113,20 @@ def pretrained_from(model:nn.Module) -> str:
 
 def loaded_whole(model:nn.Module, modules=None) -> bool:
     "Does every unit of `model` (found, or chosen by `modules`) hold weights a `load_state_dict` filled?"
-    model = unwrap(model)
-    if not any(hasattr(m, '_lsuv_loaded') for m in model.modules()): return False # most models: nothing was loaded
+    if not any(hasattr(m, '_lsuv_loaded') for m in unwrap(model).modules()): return False # most models: nothing was loaded
     units = find_units(model, modules)
     return bool(units) and all(map(holds_loaded, units))
 
 def why_keep(model:nn.Module, options:dict) -> str:
     "Why a trainer's callback, running `lsuv_init` with `options`, must leave `model` as it is ('' if LSUV may initialise it)"
     modules = options.get('modules')
+    # every rank must decide alike, though a checkpoint may have been loaded on rank 0 only: first, on every rank
+    if options.get('keep_loaded'): share_loaded(unwrap(model))
     if lsuv_done(model): return 'LSUV initialised it already, or it was marked so (`mark_lsuv_done`, `learn.load`)'
     if (source := pretrained_from(model)) and modules is None:
         return (f"its weights come from `from_pretrained('{source}')`: pass `modules=` (say, the loading info of "
                 "`from_pretrained(..., output_loading_info=True)`) to initialise its new layers")
-    if not options.get('keep_loaded'): return ''
-    share_loaded(unwrap(model)) # every rank must decide alike, though a checkpoint may have been loaded on rank 0 only
-    if loaded_whole(model, modules):
+    if options.get('keep_loaded') and loaded_whole(model, modules):
         return 'its weights were loaded with `load_state_dict` (pass `keep_loaded=False` to initialise them anyway)'
     return ''
 

@@ -53,11 +53,21 @@ REPLAY_SPREAD = 5. # an output's std drifts by this times one ulp per element, o
 REPLAY_MARGIN = 0.9 # replays aim at this fraction of the tolerance, and half the rest is room for their drift
 TF32_EPS = 2.**-10
 
-def rounding_eps(dtype:torch.dtype, device_type:str, base:nn.Module) -> float:
-    "The rounding step of `base`'s output, of `dtype` on `device_type`: TF32's where torch lets CUDA's float32 convolutions or matmuls use it"
-    if dtype == torch.float32 and device_type == 'cuda' and is_weight_layer(base):
-        conv = isinstance(base, nn.modules.conv._ConvNd)
-        if torch.backends.cudnn.allow_tf32 if conv else torch.backends.cuda.matmul.allow_tf32: return TF32_EPS
+def _allows_tf32(current, legacy) -> bool:
+    "Does torch let this kind of op round float32 to TF32: its `fp32_precision` where one is set (torch 2.9 on), else its `allow_tf32` flag"
+    try: p = current()
+    except AttributeError: p = 'none' # an older torch
+    # once a program sets the newer setting, torch may refuse to read the older flag
+    return p == 'tf32' if p in ('tf32', 'ieee') else legacy()
+
+def rounding_eps(dtype:torch.dtype, device_type:str, bases:list) -> float:
+    "The rounding step of outputs of `dtype` on `device_type` in a pass through `bases`: TF32's where CUDA's float32 convolutions or matmuls among them may use it (a replayed difference goes through every later one)"
+    if dtype == torch.float32 and device_type == 'cuda':
+        convs = [isinstance(b, nn.modules.conv._ConvNd) for b in bases if is_weight_layer(b)]
+        if any(convs) and _allows_tf32(lambda: torch.backends.cudnn.conv.fp32_precision, lambda: torch.backends.cudnn.allow_tf32):
+            return TF32_EPS
+        if not all(convs) and _allows_tf32(lambda: torch.backends.cuda.matmul.fp32_precision, lambda: torch.backends.cuda.matmul.allow_tf32):
+            return TF32_EPS
     return torch.finfo(dtype).eps
 
 def replay_horizon(n:int, eps:float, tol:float=1e-3) -> int:

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from .errors import LSUVError
 from .units import Unit, is_norm_layer, is_sharded
 from .batch import map_tensors
-from .fit import Correction, Trial, Fit, REPLAY_MARGIN, rounding_eps
+from .fit import Correction, Trial, Fit, REPLAY_MARGIN
 from .telemetry import telemetry_sample
 from .report import UnitReport
 
@@ -254,8 +254,7 @@ def fit(self:UnitFitter, call:UnitCall) -> Tensor:
     first, fit = Trial(Correction(), call.out, st.mean, st.std), Fit(self.unit, run.targets, run.max_iter, call.input)
     if not st.n: return self.keep(fit, first, call, 'its output is empty: no sample reached it in this pass')
     # a lone torch layer can be replayed on every rank: no vote
-    eps = rounding_eps(call.out.dtype, call.out.device.type, self.unit.base)
-    exact, replayable = run.reruns(self.index, st.n, eps), call.lone or run.agree(self, call.base is not None)
+    exact, replayable = run.reruns(self.index, st.n, call.out.dtype, call.out.device.type), call.lone or run.agree(self, call.base is not None)
     srcs = sources(call, first, self.measured, exact, replayable)
     r.recompute, self.later = srcs[-1].name, type(srcs[-1]).later
     best, why = fit.run(first, srcs)

@@ -13,7 +13,7 @@ from .errors import LSUVError
 from .units import Unit, knob_tensors
 from .batch import call_model
 from .measure import Targets, Stats, measuring_mode, mean_std
-from .fit import replay_horizon
+from .fit import replay_horizon, rounding_eps
 from .fitter import UnitFitter
 from .telemetry import count_samples
 from .report import LSUVReport
@@ -39,8 +39,9 @@ class SinglePass:
         if self.bar is not None: self.bar.update(self.started)
         return self.started - 1
 
-    def reruns(self, index:int, n:int, eps:float) -> bool:
-        "Must the unit at `index` in the forward order, which outputs `n` values that round by `eps`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
+    def reruns(self, index:int, n:int, dtype:torch.dtype, device_type:str) -> bool:
+        "Must the unit at `index` in the forward order, which outputs `n` values of `dtype` on `device_type`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
+        eps = rounding_eps(dtype, device_type, [f.unit.base for f in self.fitters])
         return len(self.fitters) - index > replay_horizon(n, eps, min(self.targets.std_tol, self.targets.mean_tol))
 
 # %% ../nbs/00k_single_pass.ipynb #e7c77632

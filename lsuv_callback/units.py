@@ -17,8 +17,8 @@ from .errors import LSUVError, label, names_of
 
 # %% auto #0
 __all__ = ['Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit',
-           'block_layers', 'block_unit', 'unwrap', 'loader_names', 'find_units', 'nothing_named', 'is_sharded',
-           'knob_tensors']
+           'block_layers', 'block_unit', 'unwrap', 'loader_names', 'named_in', 'find_units', 'nothing_named',
+           'is_sharded', 'knob_tensors']
 
 # %% ../nbs/00b_units.ipynb #42a5e974
 @dataclass(eq=False)
@@ -272,19 +272,20 @@ def loader_names(modules):
     mismatched = [k if isinstance(k, str) else k[0] for k in info.get('mismatched_keys', ())] # HF: (name, its shape, ours)
     return sorted({*info['missing_keys'], *mismatched})
 
-def _inside_wrappers(names:list, wrapper:nn.Module, model:nn.Module) -> list:
-    "The state-dict `names` of a load into `wrapper` (DDP's `module.`, a compiled model's `_orig_mod.`) as names in `model`"
-    prefix = next(n for n, m in wrapper.named_modules() if m is model)
+def named_in(model:nn.Module, modules):
+    "`modules` with a loader's result given as names in the module inside `model`'s wrappers (DDP's `module.`, a compiled model's `_orig_mod.`)"
+    names, inner = loader_names(modules), unwrap(model)
+    if names is modules or not names: return modules # an empty result is kept: `nothing_named` says what it was
+    prefix = next(n for n, m in model.named_modules() if m is inner)
     return [n[len(prefix)+1:] if prefix and n.startswith(prefix + '.') else n for n in names]
 
 def find_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
     """The units of `model`: found automatically, or built from `modules`: modules of `model`, a predicate on modules,
     names (module, parameter or buffer names, each its module, and glob patterns of either; a named module's units are
     searched for), or what a loader returned (torch's `load_state_dict(..., strict=False)`, Hugging Face's loading info)"""
-    wrapper, model = model, unwrap(model)
+    modules, model = named_in(model, modules), unwrap(model)
     if modules is None: return _search(model)
-    names = loader_names(modules)
-    modules = names if names is modules else _inside_wrappers(names, wrapper, model)
+    modules = loader_names(modules)
     if isinstance(modules, str): modules = [modules]
     units = [u for n, m, by_name in _chosen(model, modules) for u in (_search(m, n) if by_name else [_unit_for(n, m)])]
     units = list({u.name: u for u in units}.values()) # a module named twice (by a pattern and by a parameter, say)

@@ -55,7 +55,7 @@ def oracle_stats(model, xb, names):
     mods, out = dict(model.named_modules()), {}
     def hook(name):
         def record(m, i, o):
-            if name not in out: out[name] = (o.double().mean().item(), o.double().std().item())
+            if name not in out: out[name] = (o.detach().cpu().double().mean().item(), o.detach().cpu().double().std().item()) # MPS has no float64
         return record
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]
     with torch.no_grad(): model(**xb) if isinstance(xb, dict) else model(*xb) if isinstance(xb, tuple) else model(xb)

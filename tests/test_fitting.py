@@ -181,7 +181,7 @@ def test_orthonormal_start_draws_each_unit_its_own_matrix(device):
     model = on(device, nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16)))
     report = lsuv_init(model, on(device, torch.randn(64, 16, generator=torch.Generator().manual_seed(0))), orthonormal=True)
     assert report.ok
-    ws = [m.weight.detach().double() for m in model if isinstance(m, nn.Linear)]
+    ws = [m.weight.detach().cpu().double() for m in model if isinstance(m, nn.Linear)]
     qs = [w / w.norm() * 4 for w in ws] # an orthonormal 16x16 matrix has norm 4
     for q in qs: torch.testing.assert_close(q @ q.T, torch.eye(16, dtype=q.dtype), atol=1e-5, rtol=0)
     for i in range(len(qs)):
