@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools, warnings
 from dataclasses import dataclass
 from typing import Callable
+import torch
 from torch import nn, Tensor
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning, names_of
 from .units import Knob, Unit, find_units, knob_tensors, is_sharded, nothing_named
@@ -32,18 +33,33 @@ def _scales(u):
     knobs = [k.value for k in u.scale if k.is_tensor and k is not u.shift and k.attr != 'bias']
     return knobs + [p for n, p in u.module.named_parameters() if not n.endswith('bias') and p.is_floating_point()]
 
-def all_zero(t:Tensor) -> bool:
-    "Is every value of `t` zero (an empty `t` has none that is not)? A sharded `DTensor` answers for the whole tensor"
-    # A strided look first: a weight that is not zeroed shows it there, and reading every weight of a large model
-    # whole costs it about a tenth of a forward pass
-    if not is_sharded(t) and t.numel() > 2**14 and t.reshape(-1)[::t.numel() // 1024].any(): return False
-    return not t.any()
+def _any_each(ts:list) -> list[bool]:
+    "`t.any()` of each of `ts`, read back from each device in one go"
+    out = [False] * len(ts)
+    for device in dict.fromkeys(t.device for t in ts):
+        on = [i for i, t in enumerate(ts) if t.device == device]
+        for i, v in zip(on, torch.stack([ts[i].any() for i in on]).tolist()): out[i] = v
+    return out
+
+def all_zero(ts:list) -> list[bool]:
+    "Is every value of each of `ts` zero (an empty one has none that is not)? A sharded `DTensor` answers for the whole tensor"
+    plain = [t.detach() for t in ts if not is_sharded(t)]
+    # a weight that is not zeroed shows it in a strided look: reading every weight whole costs a tenth of a forward pass
+    big = [t.numel() > 2**14 for t in plain]
+    zero = [not v for v in _any_each([t.reshape(-1)[::t.numel() // 1024] if b else t for t, b in zip(plain, big)])]
+    again = [i for i, (b, z) in enumerate(zip(big, zero)) if b and z]
+    for i, v in zip(again, _any_each([plain[i] for i in again]) if again else []): zero[i] = not v
+    answers = iter(zero)
+    return [not t.any() if is_sharded(t) else next(answers) for t in ts]
 
 def zero_init(model, units) -> dict:
     "Units with a scale that is all zeros"
+    scales = [_scales(u) for u in units]
+    each = list({id(t): t for ts in scales for t in ts}.values()) # each tensor once, for this call only
+    zero = dict(zip(map(id, each), all_zero(each)))
     return {u: "are zero-initialised on purpose (the last norm of a residual branch, a zero-init head) and are left "
                "unchanged: name them in `modules=` to initialise them anyway"
-            for u in units if any(map(all_zero, _scales(u)))}
+            for u, ts in zip(units, scales) if any(zero[id(t)] for t in ts)}
 
 # %% ../nbs/00c_leave_alone.ipynb #df1cbf90
 def _holders(model, knobs:set):
