@@ -91,7 +91,6 @@ def lsuv_init(
                 single = SinglePass(model, units, targets, max_iter, telemetry, ranks, progress)
                 single.run(args, kwargs)
                 report = single.report(describe_batch(args, kwargs), time.perf_counter() - start, left_alone)
-                report.loaded = [u.name for u in units if holds_loaded(u)]
                 report.warn()
                 single.commit()
     return report

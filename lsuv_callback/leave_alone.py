@@ -121,9 +121,9 @@ def _tensors(model:nn.Module):
 
 def mark_loaded(model:nn.Module, names):
     "Note on each module of `model` which of its own tensors hold what a load filled: those the state-dict `names` name, and the same tensors elsewhere"
-    names = set(names)
-    filled = {id(t) for _, _, n, t in _tensors(model) if n in names} # for this call only: the tensors are all alive
-    for m, attr, _, t in _tensors(model):
+    names, tensors = set(names), list(_tensors(model))
+    filled = {id(t) for _, _, n, t in tensors if n in names} # for this call only: the tensors are all alive
+    for m, attr, _, t in tensors:
         if id(t) in filled: m._lsuv_loaded = getattr(m, '_lsuv_loaded', frozenset()) | {attr}
 
 def loaded_names(model:nn.Module) -> set:

@@ -11,6 +11,7 @@ from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
 from .errors import LSUVError
 from .units import Unit, knob_tensors
+from .leave_alone import holds_loaded
 from .batch import call_model
 from .measure import Targets, Stats, measuring_mode, mean_std
 from .fit import replay_horizon, rounding_eps
@@ -104,7 +105,8 @@ def report(self:SinglePass, batch:dict, elapsed:float, left_alone:dict|None=None
     units = [f.report for f in called + [f for f in self.fitters if f.index is None]]
     for u in units:
         if not u.calls: u.note = u.note or 'not called in the forward pass: left unchanged'
-    return LSUVReport(units, self.targets, batch, elapsed, self.ranks.world, left_alone=left_alone or {})
+    loaded = [f.unit.name for f in self.fitters if holds_loaded(f.unit)]
+    return LSUVReport(units, self.targets, batch, elapsed, self.ranks.world, left_alone=left_alone or {}, loaded=loaded)
 
 @patch
 @torch.no_grad()
