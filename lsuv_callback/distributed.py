@@ -5,17 +5,19 @@
 # %% ../nbs/00j_distributed.ipynb #5d4c381f
 from __future__ import annotations
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
 from .units import is_sharded
 from .leave_alone import loaded_names, mark_loaded
 from .errors import LSUVError
+from .measure import widest_float
 
 # %% auto #0
-__all__ = ['WIDTH', 'FAILED', 'NOT_FINITE', 'is_distributed', 'PeerFailed', 'OutOfStep', 'Ranks', 'failing_together',
-           'copy_rank0_weights', 'share_loaded', 'local_part', 'orthogonal_']
+__all__ = ['WIDTH', 'FAILED', 'NOT_FINITE', 'BUCKET', 'is_distributed', 'PeerFailed', 'OutOfStep', 'group_devices', 'sendable',
+           'Ranks', 'gathered', 'failing_together', 'buckets', 'copy_rank0_weights', 'share_loaded', 'local_part',
+           'orthogonal_']
 
 # %% ../nbs/00j_distributed.ipynb #975a46b2
 def is_distributed() -> bool:
@@ -33,18 +35,43 @@ class OutOfStep(LSUVError):
 WIDTH = 4 # values one message carries
 FAILED, NOT_FINITE = 1, 2
 
+def group_devices() -> set[str]:
+    "The kinds of device the default process group sends tensors from (`{'cuda'}` for NCCL, `{'cpu', 'cuda'}` for gloo)"
+    import torch.distributed as dist
+    return {pair.partition(':')[0] for pair in dist.get_backend_config().split(',')}
+
+def sendable(device) -> torch.device:
+    "`device`, where the process group can send tensors from it; else an `LSUVError` saying what to do"
+    import torch.distributed as dist
+    device = torch.device(device if device is not None else 'cpu')
+    if device.type not in (kinds := group_devices()):
+        raise LSUVError(f"LSUV: the model is on {device}, but the process group ({dist.get_backend_config()}) sends "
+                        f"tensors from {', '.join(sorted(kinds))} only: move the model to this rank's device first "
+                        "(`model.to(f'cuda:{local_rank}')` under NCCL), or give the group a backend for it "
+                        "(`init_process_group('cpu:gloo,cuda:nccl')`)")
+    return device
+
 class Ranks:
     "The processes one `lsuv_init` runs on: this one alone, or every rank of the initialised `torch.distributed` group"
     def __init__(self, device=None):
         import torch.distributed as dist
         self.world = dist.get_world_size() if is_distributed() else 1
         self.rank = dist.get_rank() if self.world > 1 else 0
-        self.device, self.stopped, self.not_finite = device, False, [] # stopped: a failure was sent or seen, no more messages
+        self.device = sendable(device) if self.world > 1 else device
+        self.stopped, self.not_finite = False, [] # stopped: a failure was sent or seen, no more messages
 
-    def _message(self, tag:int, values:list=(), code:float=0.) -> Tensor:
-        msg = [float(tag), float(tag*tag)] + [0.]*self.world + list(values) + [0.]*(WIDTH - len(values))
-        msg[2 + self.rank] = code
-        return torch.tensor(msg, dtype=torch.float64, device=self.device)
+    def _message(self, tag:int, values:Tensor|list=(), code:float=0.) -> Tensor:
+        "`[tag, tag², code per rank, values]` on the device, with no read: this rank's code is NOT_FINITE if a value is not finite"
+        msg = torch.zeros(2 + self.world + WIDTH, dtype=widest_float(self.device), device=self.device)
+        msg[0], msg[1], msg[2 + self.rank] = tag, tag*tag, code
+        at = 2 + self.world
+        if isinstance(values, Tensor):
+            msg[at:at + len(values)] = values
+            msg[2 + self.rank] += values.isfinite().all().logical_not() * NOT_FINITE
+            return msg
+        for i, v in enumerate(values): msg[at + i] = v # a fill each: a copy from the host would wait for the device
+        if not all(map(math.isfinite, values)): msg[2 + self.rank] += NOT_FINITE
+        return msg
 
     def _send(self, msg:Tensor) -> list:
         import torch.distributed as dist
@@ -53,12 +80,13 @@ class Ranks:
 
 # %% ../nbs/00j_distributed.ipynb #c33426e9
 @patch
-def summed(self:Ranks, values:list, tag:int) -> list:
-    "`values` (at most `WIDTH` floats) summed over every rank; the ranks whose own values were not finite kept in `not_finite`"
-    code = 0. if all(map(math.isfinite, values)) else NOT_FINITE
-    self.not_finite = [self.rank] if code else []
-    if self.world == 1: return values
-    h = self._send(self._message(tag, values, code))
+def summed(self:Ranks, values:Tensor|list, tag:int) -> list:
+    "`values` (at most `WIDTH` floats, on the device or the host) summed over every rank, read in one transfer; the ranks whose own values were not finite kept in `not_finite`"
+    if self.world == 1:
+        values = values.tolist() if isinstance(values, Tensor) else list(values)
+        self.not_finite = [] if all(map(math.isfinite, values)) else [self.rank]
+        return values
+    h = self._send(self._message(tag, values))
     codes = h[2:2 + self.world]
     if FAILED in codes:
         self.stopped = True
@@ -77,6 +105,13 @@ def agree(self:Ranks, flag:bool, tag:int) -> bool:
     return flag if self.world == 1 else self.summed([float(flag)], tag)[0] == self.world
 
 # %% ../nbs/00j_distributed.ipynb #802613b1
+def gathered(obj, device) -> list:
+    "Every rank's `obj` (a collective), sent from `device`"
+    import torch.distributed as dist
+    everyone = [None] * dist.get_world_size()
+    with torch.cuda.device(device) if torch.device(device).type == 'cuda' else nullcontext(): dist.all_gather_object(everyone, obj)
+    return everyone
+
 @patch
 def tell_failure(self:Ranks):
     "Tell the other ranks that this one failed (its next message), then send nothing more"
@@ -88,9 +123,7 @@ def tell_failure(self:Ranks):
 def combined_error(self:Ranks, e:BaseException) -> BaseException:
     "The error to raise on every rank after a failure: which ranks failed, and why (a collective: every rank calls it)"
     if self.world == 1: return e
-    import torch.distributed as dist
-    msgs = [None] * self.world
-    dist.all_gather_object(msgs, None if isinstance(e, PeerFailed) else str(e))
+    msgs = gathered(None if isinstance(e, PeerFailed) else str(e), self.device)
     failed = {r: m for r, m in enumerate(msgs) if m}
     if len(failed) == self.world and len(set(failed.values())) == 1: why = msgs[0]
     else: why = '; '.join(f'rank {r}: {m}' for r, m in failed.items())
@@ -141,21 +174,32 @@ def failing_together(ranks:Ranks):
         raise err from e
 
 # %% ../nbs/00j_distributed.ipynb #14297db0
+BUCKET = 2**24 # values broadcast together, at most (64 MiB of fp32)
+
+def buckets(tensors:list) -> list[list]:
+    "`tensors` in runs of one device and dtype, each of at most `BUCKET` values (or one larger tensor)"
+    out, size = [], 0
+    for t in tensors:
+        if not out or (t.device, t.dtype) != (out[-1][0].device, out[-1][0].dtype) or size + t.numel() > BUCKET: out.append([]); size = 0
+        out[-1].append(t); size += t.numel()
+    return out
+
 @torch.no_grad()
 def copy_rank0_weights(model:nn.Module):
     "Every rank's parameters and buffers set to rank 0's, as `DistributedDataParallel` does when it wraps `model`"
     if not is_distributed(): return
     import torch.distributed as dist
-    for t in [*model.parameters(), *model.buffers()]:
-        if not is_sharded(t): dist.broadcast(t.data, src=0)
+    for b in buckets([t.data for t in [*model.parameters(), *model.buffers()] if not is_sharded(t)]):
+        flat = torch.cat([t.reshape(-1) for t in b]).to(sendable(b[0].device))
+        dist.broadcast(flat, src=0)
+        for t, v in zip(b, flat.split([t.numel() for t in b])): t.copy_(v.view_as(t))
 
 # %% ../nbs/00j_distributed.ipynb #91e90a66
 def share_loaded(model:nn.Module):
     "Mark on every rank the tensors of `model` that a load filled on any rank (a collective: every rank calls it)"
     if not is_distributed(): return
-    import torch.distributed as dist
-    everyone = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, sorted(loaded_names(model)))
+    p = next(model.parameters(), None)
+    everyone = gathered(sorted(loaded_names(model)), p.device if p is not None else 'cpu')
     mark_loaded(model, {n for names in everyone for n in names})
 
 # %% ../nbs/00j_distributed.ipynb #b66f02b7

@@ -28,7 +28,7 @@ class Correction:
     def then(self, a:float, d:float, unit:Unit) -> Correction:
         "This correction, then every scale knob times `a` and the shift knob moved by `d`"
         shift = self.shift*a + d if unit.shift in unit.scale else self.shift + d
-        return Correction(self.scale*a, shift, self.offset*a + (d if unit.shift_in_base else 0.))
+        return Correction(self.scale*a, shift, (self.offset*a if self.offset else 0.) + (d if unit.shift_in_base else 0.))
 
     @property
     def moves_nothing(self) -> bool: return self.scale == 1 and self.shift == 0
@@ -93,6 +93,10 @@ class Fit:
     def shifts(self) -> bool: return self.unit.shift is not None
     def met(self, t:Trial, margin:float=1.) -> bool: return self.targets.met(t.m, t.s, self.shifts, margin)
     def error(self, t:Trial) -> float: return self.targets.error(t.m, t.s, self.shifts)
+    def aim(self, m, s) -> tuple:
+        "The scale and shift that bring mean `m` and std `s` to the targets, were the unit linear (floats, or 0-d tensors left on the device)"
+        a = self.targets.std / s
+        return a, (self.targets.mean - a*m) / self.gain if self.shifts else a*0 # a zero of `a`'s kind
 
     def run(self, first:Trial, sources:list) -> tuple[Trial, str]:
         "The best trial, and why the loop stopped short of the targets ('' if it did not)"
@@ -113,8 +117,8 @@ def improve(self:Fit, best:Trial, source, s0:float) -> tuple[Trial, str]:
     slow = 0
     while not self.met(best, source.margin) and self.tries < self.max_iter:
         if is_constant(best): return best, self.why_constant()
-        a, gain = self.targets.std / best.s, self.gain
-        d = (self.targets.mean - a*best.m) / gain if self.shifts else 0.
+        gain = self.gain
+        a, d = self.aim(best.m, best.s)
         new = source(self.step(best.c, a, d))
         self.tries += 1
         self.learn_gain(new.m - a*best.m, d)

@@ -13,8 +13,9 @@ from torch import nn, Tensor
 from .errors import LSUVError
 
 # %% auto #0
-__all__ = ['uses_batch_stats', 'widest_float', 'measuring_mode', 'moments', 'centred_square_sum', 'mean_var', 'precise_enough',
-           'Stats', 'mean_std', 'Targets', 'finest_tol', 'default_tol', 'check_settings']
+__all__ = ['uses_batch_stats', 'reads_wait', 'widest_float', 'measuring_mode', 'moments', 'device_moments', 'centred_square_sum',
+           'mean_var', 'precise_enough', 'Stats', 'mean_std', 'device_mean_std', 'Targets', 'finest_tol', 'default_tol',
+           'check_settings']
 
 # %% ../nbs/00e_measure.ipynb #5b179b1d
 def uses_batch_stats(m:nn.Module) -> bool:
@@ -25,6 +26,10 @@ def _no_autocast(model):
     p = next(model.parameters(), None)
     kind = p.device.type if p is not None else 'cpu'
     return torch.autocast(kind, enabled=False) if kind in ('cpu', 'cuda', 'mps', 'xpu') and torch.is_autocast_enabled(kind) else nullcontext()
+
+def reads_wait(device) -> bool:
+    "Does reading a tensor on `device` wait for the work queued on it? On a GPU it does; the CPU computes as it is asked"
+    return torch.device(device).type != 'cpu'
 
 def widest_float(device) -> torch.dtype:
     "The widest float `device` computes in: float64, but float32 on Apple's MPS, which has no float64"
@@ -54,16 +59,25 @@ def _flat(x:Tensor) -> Tensor:
     x = x.detach().reshape(-1)
     return x if _summing_dtype(x) is None else x.float()
 
-def moments(x:Tensor) -> list[float]:
-    "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host in one transfer"
+def _sums(x:Tensor) -> Tensor:
+    "`[sum, norm]` of all of `x`, in fp32 (or fp64), on its device"
     x = x.detach() if x.is_floating_point() else x.detach().float() # `vector_norm` takes floats only
     dtype = _summing_dtype(x)
-    s1, norm = torch.stack([x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)]).tolist()
+    return torch.stack([x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)])
+
+def moments(x:Tensor) -> list[float]:
+    "`[count, sum, sum of squares]` of all of `x`, summed in fp32 (or fp64), brought to the host in one transfer"
+    s1, norm = _sums(x).tolist()
     return [float(x.numel()), s1, norm*norm]
 
-def centred_square_sum(x:Tensor, mean:float) -> float:
-    "The sum of `(x - mean)**2`, for a variance the shortcut would lose to cancellation"
-    return torch.linalg.vector_norm(_flat(x) - mean).item() ** 2
+def device_moments(x:Tensor) -> Tensor:
+    "`moments` of `x`, computed alike but left on its device, in `widest_float`: for a message to other ranks, or a guess"
+    s1, norm = _sums(x).to(widest_float(x.device))
+    return torch.stack([s1.new_full((), x.numel()), s1, norm*norm])
+
+def centred_square_sum(x:Tensor, mean:float) -> Tensor:
+    "The sum of `(x - mean)**2` on `x`'s device, for a variance the shortcut would lose to cancellation"
+    return torch.linalg.vector_norm(_flat(x) - mean).to(widest_float(x.device)).square()[None]
 
 def mean_var(n:float, s1:float, s2:float) -> tuple[float, float]:
     "Mean and unbiased variance from a count, a sum and a sum of squares"
@@ -80,17 +94,25 @@ class Stats(NamedTuple):
     std: float
     n: int
 
-def _local(values:list, tag:int) -> list: return values
+def _local(values:Tensor, tag:int) -> list: return values.tolist()
 
-def mean_std(x:Tensor, ranks=None, tag:int=0) -> Stats:
-    "Mean, std and count of all of `x`, or of every rank's `x` given `ranks` (its messages tagged `tag`); NaN if empty"
-    summed = ranks.summed if ranks is not None else _local
-    n, s1, s2 = summed(moments(x), tag)
+def mean_std(x:Tensor, ranks=None, tag:int=0, read:list|None=None) -> Stats:
+    "Mean, std and count of all of `x`, or of every rank's `x` given `ranks` (its messages tagged `tag`); NaN if empty. `read`: `x`'s moments, read already"
+    several = ranks is not None and ranks.world > 1
+    summed = ranks.summed if several else _local
+    # one rank reads its moments as they are: summing them on the device first would cost ops and save nothing
+    if read is None: read = summed(device_moments(x), tag) if several else moments(x)
+    n, s1, s2 = read
     if not n: return Stats(math.nan, math.nan, 0)
     mean, var = mean_var(n, s1, s2)
     # not after a non-finite sum: the caller reads which ranks gave it from `ranks`, and every rank stops sending
-    if math.isfinite(var) and not precise_enough(mean, var): var = summed([centred_square_sum(x, mean)], tag)[0] / max(n-1, 1)
+    if math.isfinite(var) and not precise_enough(mean, var): var = summed(centred_square_sum(x, mean), tag)[0] / max(n-1, 1)
     return Stats(mean, math.sqrt(max(var, 0.)), int(n))
+
+def device_mean_std(m:Tensor, n:int) -> tuple[Tensor, Tensor]:
+    "The mean and std of `n` values from their `device_moments` `m`, left on the device: for a guess that waits for no read"
+    mean, var = mean_var(float(n), m[1], m[2])
+    return mean, var.clamp(min=0).sqrt()
 
 # %% ../nbs/00e_measure.ipynb #5b4ad80f
 @dataclass(frozen=True)

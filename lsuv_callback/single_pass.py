@@ -47,9 +47,9 @@ class SinglePass:
 
 # %% ../nbs/00k_single_pass.ipynb #e7c77632
 @patch
-def measure(self:SinglePass, fitter:UnitFitter, x:Tensor) -> Stats:
-    "Mean, std and count of `x` over every rank; an error naming the unit if they are not finite"
-    st = mean_std(x, self.ranks, fitter.tag)
+def measure(self:SinglePass, fitter:UnitFitter, x:Tensor, read:list|None=None) -> Stats:
+    "Mean, std and count of `x` over every rank (`read`: its moments, read already); an error naming the unit if they are not finite"
+    st = mean_std(x, self.ranks, fitter.tag, read)
     if not st.n or (math.isfinite(st.mean) and math.isfinite(st.std)): return st
     bad, world = self.ranks.not_finite, self.ranks.world
     on = f' on rank{"s" if len(bad) > 1 else ""} {", ".join(map(str, bad))}' if world > 1 else ''

@@ -16,11 +16,19 @@ from torch.nn.utils import parametrize
 from .errors import LSUVError, label, names_of
 
 # %% auto #0
-__all__ = ['Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason', 'Unit',
-           'block_layers', 'block_unit', 'unwrap', 'loader_names', 'named_in', 'find_units', 'nothing_named',
+__all__ = ['changes', 'Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason',
+           'Unit', 'block_layers', 'block_unit', 'unwrap', 'loader_names', 'named_in', 'find_units', 'nothing_named',
            'is_sharded', 'knob_tensors']
 
 # %% ../nbs/00b_units.ipynb #42a5e974
+def changes(x, still:float) -> bool:
+    "Does a step of `x` (`still` being no step) change anything? One held on the device counts as a change: reading it would wait for the device"
+    return isinstance(x, Tensor) or x != still
+
+def _as_scalar(x, v:Tensor):
+    "Step `x` as a Python float steps `v`: a step on the device rounded to the precision `v` computes in, which a 0-d `v` would otherwise take from `x`"
+    return x.to(torch.promote_types(v.dtype, torch.float32)) if isinstance(x, Tensor) else x
+
 @dataclass(eq=False)
 class Knob:
     "Attribute `attr` of `module`, known in the model as `name`: a tensor LSUV moves in place, or a float it replaces"
@@ -34,21 +42,23 @@ class Knob:
     def is_tensor(self) -> bool: return isinstance(self.value, Tensor)
 
     def move(self, a:float=1., d:float=0.):
-        "Make the value `value*a + d`; a tensor changes in place, unseen by autograd"
+        "Make the value `value*a + d` (`a` and `d` floats, or 0-d tensors on the device); a tensor changes in place, unseen by autograd"
         if not self.is_tensor: return setattr(self.module, self.attr, self.value*a + d)
         with torch.no_grad():
-            if a != 1: self.value.mul_(a) # a step that changes nothing is skipped: it would still read the whole tensor
-            if d: self.value.add_(d)
+            v = self.value
+            if changes(a, 1): v.mul_(_as_scalar(a, v)) # a step that changes nothing is skipped: it would still read the whole tensor
+            if changes(d, 0): v.add_(_as_scalar(d, v))
 
     @contextmanager
     def moved(self, a:float=1., d:float=0.):
         "The knob moved by `(a, d)` inside the `with` block, and exactly as it was after it"
-        saved = self.value.detach().clone() if self.is_tensor else self.value
+        tensor = self.is_tensor # a float moved by a step on the device is a tensor inside the block
+        saved = self.value.detach().clone() if tensor else self.value
         try:
             self.move(a, d)
             yield self
         finally:
-            if not self.is_tensor: setattr(self.module, self.attr, saved)
+            if not tensor: setattr(self.module, self.attr, saved)
             else:
                 with torch.no_grad(): self.value.copy_(saved)
 

@@ -1,5 +1,5 @@
 """`device`: the devices the engine's tests run on, the CPU always, CUDA and Apple's MPS where this machine has them (CI
-has neither: their variants are skipped there, and `pytest -k "cuda"` runs them on a GPU machine)."""
+has neither: their variants are skipped there, and `pytest -k "cuda or nccl"` runs them on a GPU machine)."""
 import pytest
 import torch
 

@@ -196,12 +196,30 @@ def scenario_fault(rank, tmp):
     run_lsuv(rank, tmp, 'fault-step', nn.Sequential(nn.Flatten(), SkipsOnRank1(), nn.Linear(16, 4)), batch(rank))
     torch.manual_seed(rank) # weights that differ across ranks: the same corrections would keep them different
     run_lsuv(rank, tmp, 'fault-weights', nn.Sequential(nn.Flatten(), nn.Linear(784, 8)), batch(rank))
+    from unittest import mock
+    with mock.patch('lsuv_callback.distributed.group_devices', lambda: {'cuda'}): # as under NCCL: a CPU model is refused
+        run_lsuv(rank, tmp, 'fault-device', models('course'), batch(rank))
 
-def worker(rank, world, tmp, scenarios, timeout_s):
+def scenario_nccl(rank, tmp):
+    """On one GPU per rank under NCCL, with no `torch.cuda.set_device` (the current device is cuda:0 on both ranks): the
+    plain and DDP runs agree, a NaN on rank 1 fails both ranks cleanly, and the callback's weight copy broadcasts"""
+    from lsuv_callback.distributed import copy_rank0_weights
+    device = torch.device('cuda', rank)
+    for name in ('course', 'bn'): run_lsuv(rank, tmp, f'nccl-{name}', models(name).to(device), batch(rank).to(device))
+    run_lsuv(rank, tmp, 'nccl-ddp', nn.parallel.DistributedDataParallel(models('bn').to(device), device_ids=[rank]), batch(rank).to(device))
+    xb = batch(rank).to(device)
+    if rank == 1: xb[0, 0, 0, 0] = float('nan')
+    run_lsuv(rank, tmp, 'fault-nccl-nan', models('course').to(device), xb)
+    torch.manual_seed(rank)
+    model = models('bn').to(device)
+    copy_rank0_weights(model)
+    save(tmp, 'nccl-copy', rank, after=snapshot(model))
+
+def worker(rank, world, tmp, scenarios, timeout_s, backend='gloo'):
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     try:
-        dist.init_process_group('gloo', init_method=f'file://{tmp}/pg', rank=rank, world_size=world,
+        dist.init_process_group(backend, init_method=f'file://{tmp}/pg', rank=rank, world_size=world,
                                 timeout=timedelta(seconds=timeout_s))
         for s in scenarios: globals()[f'scenario_{s}'](rank, tmp)
         dist.barrier()

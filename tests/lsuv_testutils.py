@@ -75,5 +75,18 @@ class RefusesFloat64(TorchFunctionMode):
 
 def as_on_mps(monkeypatch):
     "The package's choice of the widest float, made as on MPS (float32), for the code run inside `RefusesFloat64`"
-    import lsuv_callback.batch, lsuv_callback.telemetry
-    for mod in (lsuv_callback.batch, lsuv_callback.telemetry): monkeypatch.setattr(mod, 'widest_float', lambda device: torch.float32)
+    import lsuv_callback.batch, lsuv_callback.telemetry, lsuv_callback.measure, lsuv_callback.distributed
+    for mod in (lsuv_callback.batch, lsuv_callback.telemetry, lsuv_callback.measure, lsuv_callback.distributed): monkeypatch.setattr(mod, 'widest_float', lambda device: torch.float32)
+
+def reads_of_the_device(f):
+    "How often `f()` reads a tensor back to the host (`tolist`, `item`, `bool`, `float`, `int`): on a GPU each one waits for the device"
+    from unittest import mock
+    n, real = [0], {a: getattr(torch.Tensor, a) for a in ('tolist', 'item', '__bool__', '__float__', '__int__')}
+    def counted(a): return lambda t, *args: n.__setitem__(0, n[0] + 1) or real[a](t, *args)
+    with mock.patch.multiple(torch.Tensor, **{a: counted(a) for a in real}): f()
+    return n[0]
+
+def as_on_gpu(monkeypatch):
+    "The fitter's choice made as on a GPU, where reading the device waits for it: the first correction replayed before the first read"
+    import lsuv_callback.fitter
+    monkeypatch.setattr(lsuv_callback.fitter, 'reads_wait', lambda device: True)

@@ -22,9 +22,9 @@ from lsuv_callback.measure import mean_var
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason='needs torch.distributed with gloo')
 WORLD = 2
 
-def spawn(tmp, scenarios, timeout_s=90, pg_timeout_s=30):
+def spawn(tmp, scenarios, timeout_s=90, pg_timeout_s=30, backend='gloo'):
     "Run `scenarios` on WORLD ranks; kill them and fail if they are not done in `timeout_s`"
-    ctx = mp.start_processes(dist_worker.worker, args=(WORLD, str(tmp), scenarios, pg_timeout_s), nprocs=WORLD,
+    ctx = mp.start_processes(dist_worker.worker, args=(WORLD, str(tmp), scenarios, pg_timeout_s, backend), nprocs=WORLD,
                              join=False, start_method='spawn')
     deadline = time.monotonic() + timeout_s
     while not ctx.join(timeout=0.5):
@@ -127,10 +127,11 @@ def test_fastai_callback_agrees_across_ranks(runs):
 
 @pytest.mark.parametrize('name,says', [('nan', 'non-finite activations on rank 1'), ('fsdp-nan', 'non-finite activations on rank 1'),
                                        ('raise', 'rank 1: LSUV: the model'), ('batch', 'rank 1: LSUV: the batch has 1 sample'),
-                                       ('step', 'different orders or numbers'), ('weights', 'weights differ across ranks')])
+                                       ('step', 'different orders or numbers'), ('weights', 'weights differ across ranks'),
+                                       ('device', 'sends tensors from cuda only: move the model')])
 def test_a_failure_on_one_rank_fails_every_rank_cleanly(runs, name, says):
     """Rank 1 fails (a NaN in its batch, an exception in its forward, a batch of one, a unit it never calls, weights of
-    its own): no rank may hang or carry on with weights the other has not; every rank raises the same LSUVError, which
+    its own, a CPU model under a group that sends CUDA tensors only): no rank may hang or carry on with weights the other has not; every rank raises the same LSUVError, which
     says why, with its model unchanged"""
     files = [runs/f'fault-{name}-{r}.pt' for r in range(WORLD)]
     assert all(f.exists() for f in files), 'a rank died or hung inside lsuv_init'
@@ -149,3 +150,13 @@ def test_weights_loaded_on_rank_0_only_are_kept_on_every_rank(runs):
     assert [[u.name for u in r['report'].units] for r in body] == [['5']] * WORLD
     assert [r['report'].left_alone for r in body] == [{'loaded': ['0', '1', '2']}] * WORLD
     assert not differences(body[0]['after'], body[1]['after'])
+
+@pytest.mark.skipif(not (dist.is_nccl_available() and torch.cuda.device_count() >= WORLD), reason=f'needs NCCL and {WORLD} CUDA devices')
+def test_under_nccl_messages_go_through_each_ranks_gpu(tmp_path):
+    "NCCL sends CUDA tensors only, from each rank's own GPU: the messages, the gathered errors and the weight copy use the model's"
+    spawn(tmp_path, ['nccl'], timeout_s=300, pg_timeout_s=60, backend='nccl')
+    for name in ('nccl-course', 'nccl-bn', 'nccl-ddp'): assert_ranks_agree(load(tmp_path, name))
+    rs = load(tmp_path, 'fault-nccl-nan')
+    assert all(r['outcome'].startswith('LSUVError') and 'non-finite activations on rank 1' in r['outcome'] for r in rs)
+    c0, c1 = load(tmp_path, 'nccl-copy')
+    assert not differences(c0['after'], c1['after']), "rank 0's weights and buffers on every rank"

@@ -1,7 +1,7 @@
 """The fitting of one unit, pinned directly where the notebooks do not: the mode it measures in, each statistic judged
 by its own tolerance through a whole `lsuv_init`, the report's histograms against a fresh pass, a batch of two samples,
 a block with two norms at another target std, when a miss counts as converged, `unit_stats` of a module called twice, and
-the orthonormal pre-init drawing each unit its own matrix. (`mean_std` is tested in 00e_measure, an in-place activation
+the orthonormal pre-init drawing each unit its own matrix, and how often a pass reads the device. (`mean_std` is tested in 00e_measure, an in-place activation
 after a BatchNorm and a factor after the activation in 00_core, a batch under two samples in test_robustness.) The checks
 are against `oracle_stats`, a fresh forward pass computed independently of the package, or `unit_stats`, the package's
 own fresh pass."""
@@ -10,7 +10,11 @@ import pytest
 import torch
 from torch import nn
 from lsuv_callback.core import lsuv_init, unit_stats
-from lsuv_testutils import CourseGeneralRelu, assert_unchanged, model_state, oracle_stats, run
+from lsuv_testutils import CourseGeneralRelu, assert_unchanged, model_state, oracle_stats, run, reads_of_the_device, as_on_gpu, changed
+import lsuv_callback.fitter
+from lsuv_callback.layers import ConvLayer
+from lsuv_callback.units import find_units
+from lsuv_callback.leave_alone import zero_init
 from conftest import on
 
 torch.set_num_threads(1)
@@ -206,3 +210,47 @@ def test_a_deep_stack_without_norms_meets_its_targets_in_a_fresh_pass_with_tf32_
         assert report.ok
         for name, m, s in unit_stats(model, xb): assert abs(s - 1) <= 1e-3 and abs(m) <= 1e-3, (name, m, s)
     finally: torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+# ------------------------------------------------------------------------------------------------------------ host reads
+
+def reads_per_unit(model, xb):
+    reads = reads_of_the_device(lambda: run(model, xb, telemetry=False))
+    return reads / len(find_units(model))
+
+def test_host_reads_per_unit(device, monkeypatch):
+    "On a GPU every read of the device makes the host wait for it: one per unit that one correction fits, two where a clamp needs two"
+    as_on_gpu(monkeypatch) # counted on the CPU too, as a GPU would be read
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(32, 64), *[nn.Sequential(nn.Linear(64, 64), nn.ReLU()) for _ in range(49)], nn.Linear(64, 10))
+    assert reads_per_unit(on(device, mlp), on(device, torch.randn(256, 32))) <= 1.1
+    cnn = nn.Sequential(*[ConvLayer(3 if i == 0 else 16, 16, stride=1) for i in range(30)])
+    assert reads_per_unit(on(device, cnn), on(device, torch.randn(32, 3, 16, 16))) <= 1.2
+    clamped = nn.Sequential(*[ConvLayer(3 if i == 0 else 16, 16, stride=1, leak=0.1, sub=0.4, maxv=6.) for i in range(30)])
+    assert reads_per_unit(on(device, clamped), on(device, torch.randn(32, 3, 16, 16))) <= 2 # a clamp bends the shift: more need two
+
+def course_mix(seed=0):
+    "Units with a float `sub`, a bias that shifts the mean, a clamp, a BatchNorm, a lone linear layer"
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()), nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), CourseGeneralRelu(0.1, 0.4, 6.)),
+                         nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+                         ConvLayer(8, 8, stride=1, leak=0.1, sub=0.4, maxv=6.), nn.Flatten(), nn.Linear(8*12*12, 10))
+
+@pytest.mark.parametrize('build', [course_mix, lambda: nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.GELU()) for _ in range(8)])])
+def test_the_first_correction_replayed_before_the_read_gives_the_same_weights(build, device, monkeypatch):
+    "The GPU's way (the first correction aimed and replayed on the device, then read) and the CPU's give the same weights to the bit"
+    model = on(device, build())
+    xb = on(device, img() if isinstance(model[0], nn.Sequential) and isinstance(model[0][0], nn.Conv2d) else torch.randn(64, 16))
+    direct, guessed = copy.deepcopy(model), copy.deepcopy(model)
+    monkeypatch.setattr(lsuv_callback.fitter, 'reads_wait', lambda device: False)
+    r1 = lsuv_init(direct, xb)
+    as_on_gpu(monkeypatch)
+    r2 = lsuv_init(guessed, xb)
+    assert r1.ok and [(u.iters, u.mean_after, u.std_after) for u in r1.units] == [(u.iters, u.mean_after, u.std_after) for u in r2.units]
+    assert not changed(guessed, model_state(direct))
+
+def test_zero_init_checks_read_the_device_once(device):
+    "One strided look at every large weight of every unit together, and one more whole read of those that look zero"
+    mlp50 = on(device, nn.Sequential(*[nn.Linear(128, 256) if i % 2 else nn.Linear(256, 128) for i in range(50)]))
+    assert reads_of_the_device(lambda: zero_init(mlp50, find_units(mlp50))) == 1
+    nn.init.zeros_(mlp50[7].weight)
+    assert reads_of_the_device(lambda: zero_init(mlp50, find_units(mlp50))) == 2
