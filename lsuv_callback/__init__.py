@@ -3,7 +3,8 @@
 Written by hand, as nbdev leaves it: the version, and the names most people need. `lsuv_callback.all` has the public API."""
 __version__ = "0.1.0"
 
-from .core import lsuv_init, unit_stats, lsuv_done, mark_lsuv_done
+from .core import lsuv_init, unit_stats
+from .trainers import lsuv_done, mark_lsuv_done
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
 from .units import find_units
 from .report import LSUVReport, UnitReport

@@ -10,7 +10,8 @@ from .units import find_units
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
 from .measure import default_tol
 from .report import LSUVReport, UnitReport
-from .core import lsuv_init, unit_stats, lsuv_done, mark_lsuv_done, pretrained_from
+from .core import lsuv_init, unit_stats
+from .trainers import lsuv_done, mark_lsuv_done, pretrained_from
 from .callback import LSUVCallback, draw_batches
 from .layers import GeneralRelu, cnn_07a
 __all__ = ['lsuv_init', 'unit_stats', 'find_units', 'LSUVReport', 'UnitReport', 'LSUVError', 'LSUVNothingToInit', 'LSUVWarning',

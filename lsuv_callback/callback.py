@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     from fastai.basics import *
     from fastai.callback.progress import ProgressCallback
     from fastai.torch_core import get_random_states, set_random_states
-from .core import lsuv_done, mark_lsuv_done, why_keep, lsuv_options, trainer_lsuv
+from .trainers import lsuv_done, mark_lsuv_done, why_keep, lsuv_options, trainer_lsuv
 from .units import unwrap
 from .errors import LSUVError, LSUVWarning
 from .report import LSUVReport

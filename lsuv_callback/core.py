@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #ffede138
 from __future__ import annotations
-import inspect, time, warnings
+import time
 from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
 from .units import find_units, unwrap, named_in
-from .leave_alone import lsuv_units, holds_loaded
+from .leave_alone import lsuv_units
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
 from .report import LSUVReport
@@ -20,8 +20,7 @@ from .single_pass import SinglePass, kept_buffers, orthonormal_start
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 
 # %% auto #0
-__all__ = ['unit_stats', 'lsuv_reference', 'lsuv_init', 'lsuv_done', 'mark_lsuv_done', 'pretrained_from', 'loaded_whole',
-           'why_keep', 'lsuv_options', 'trainer_lsuv']
+__all__ = ['unit_stats', 'lsuv_reference', 'lsuv_init']
 
 # %% ../nbs/00_core.ipynb #0359bb59
 def unit_stats(model:nn.Module, xb, modules:list|Callable|None=None) -> list[tuple[str, float, float]]:
@@ -93,56 +92,4 @@ def lsuv_init(
                 report = single.report(describe_batch(args, kwargs), time.perf_counter() - start, left_alone)
                 report.warn()
                 single.commit()
-    return report
-
-# %% ../nbs/00_core.ipynb #b775dd25
-def lsuv_done(model:nn.Module) -> bool:
-    "Has `model` been initialised by LSUV, or marked so with `mark_lsuv_done`?"
-    return getattr(unwrap(model), '_lsuv_done', False)
-
-def mark_lsuv_done(model:nn.Module):
-    "Mark `model` as initialised: a trainer's callback leaves it as it is"
-    unwrap(model)._lsuv_done = True
-
-# %% ../nbs/00_core.ipynb #8fde6809
-def pretrained_from(model:nn.Module) -> str:
-    "Where `from_pretrained` loaded `model`, or a module inside it, from ('' if it did not): Hugging Face models keep it in `name_or_path`"
-    paths = (getattr(m, 'name_or_path', '') for m in unwrap(model).modules())
-    return next((p for p in paths if isinstance(p, str) and p), '')
-
-def loaded_whole(model:nn.Module, modules=None) -> bool:
-    "Does every unit of `model` (found, or chosen by `modules`) hold weights a `load_state_dict` filled?"
-    if not any(hasattr(m, '_lsuv_loaded') for m in unwrap(model).modules()): return False # most models: nothing was loaded
-    units = find_units(model, modules)
-    return bool(units) and all(map(holds_loaded, units))
-
-def why_keep(model:nn.Module, options:dict) -> str:
-    "Why a trainer's callback, running `lsuv_init` with `options`, must leave `model` as it is ('' if LSUV may initialise it)"
-    modules = options.get('modules')
-    # every rank must decide alike, though a checkpoint may have been loaded on rank 0 only: first, on every rank
-    if options.get('keep_loaded'): share_loaded(unwrap(model))
-    if lsuv_done(model): return 'LSUV initialised it already, or it was marked so (`mark_lsuv_done`, `learn.load`)'
-    if (source := pretrained_from(model)) and modules is None:
-        return (f"its weights come from `from_pretrained('{source}')`: pass `modules=` (say, the loading info of "
-                "`from_pretrained(..., output_loading_info=True)`) to initialise its new layers")
-    if options.get('keep_loaded') and loaded_whole(model, modules):
-        return 'its weights were loaded with `load_state_dict` (pass `keep_loaded=False` to initialise them anyway)'
-    return ''
-
-# %% ../nbs/00_core.ipynb #4a720955
-def lsuv_options(who:str, options:dict) -> dict:
-    "`options` for `lsuv_init` from a trainer's callback (keeping loaded weights by default), or a `TypeError` from `who` naming those `lsuv_init` does not take"
-    unknown = sorted(set(options) - (known := set(inspect.signature(lsuv_init).parameters) - {'model', 'xb'}))
-    if unknown: raise TypeError(f"{who}: unknown options {unknown}; `lsuv_init` takes {sorted(known)}")
-    return dict(keep_loaded=True) | options
-
-# %% ../nbs/00_core.ipynb #572f9109
-def trainer_lsuv(model:nn.Module, xb, options:dict) -> LSUVReport|None:
-    "`lsuv_init(model, xb, **options)` for a trainer's callback, which marks `model` done; `None`, with a warning, where nothing is left to initialise and `modules=` named nothing"
-    try: report = lsuv_init(model, xb, **options)
-    except LSUVNothingToInit as e:
-        if options.get('modules') is not None: raise
-        report = None
-        warnings.warn(f"{e}. The fit goes on with the model's own init", LSUVWarning)
-    mark_lsuv_done(model)
     return report

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import torch
 from transformers import TrainerCallback
-from .core import lsuv_done, why_keep, lsuv_options, trainer_lsuv
+from .trainers import lsuv_done, why_keep, lsuv_options, trainer_lsuv
 from .errors import LSUVError
 
 # %% auto #0

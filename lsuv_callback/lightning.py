@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Callable
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from .core import lsuv_done, why_keep, lsuv_options, trainer_lsuv
+from .trainers import lsuv_done, why_keep, lsuv_options, trainer_lsuv
 
 # %% auto #0
 __all__ = ['batch_inputs', 'LSUVLightningCallback']

@@ -160,7 +160,7 @@ def scenario_loads(rank, tmp):
     """A checkpoint loaded on rank 0 only, then DDP, as scripts often do: every rank must decide alike what to keep (a
     rank that went on alone would wait for the others forever). Loaded whole: every rank leaves the model as it is;
     the body loaded: every rank initialises the head only"""
-    from lsuv_callback.core import why_keep, lsuv_options, trainer_lsuv
+    from lsuv_callback.trainers import why_keep, lsuv_options, trainer_lsuv
     options = lsuv_options('test', {})
     for name, part in (('loads-whole', lambda m: m), ('loads-body', lambda m: m[:3])):
         model = models('course')
