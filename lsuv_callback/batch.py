@@ -43,10 +43,11 @@ def map_tensors(f, x):
     return x
 
 def tensors_in(x) -> list:
-    "The tensors in `x`, nested as deep as they go"
-    found = []
-    map_tensors(lambda t: found.extend([t] if isinstance(t, Tensor) else [v for v in t if isinstance(v, Tensor)]), x)
-    return found
+    "The tensors in `x` (a `PackedSequence`'s too), nested as deep as they go"
+    if isinstance(x, Tensor): return [x]
+    if isinstance(x, nn.utils.rnn.PackedSequence): return [v for v in x if isinstance(v, Tensor)]
+    items = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else ()
+    return [t for v in items for t in tensors_in(v)]
 
 # %% ../nbs/00d_batch.ipynb #7b8e4987
 def _pool(xs):

@@ -102,7 +102,7 @@ def summed(self:Ranks, values:Tensor|list, tag:int) -> list:
 @patch
 def agree(self:Ranks, flag:bool, tag:int) -> bool:
     "Is `flag` raised on every rank?"
-    return flag if self.world == 1 else self.summed([float(flag)], tag)[0] == self.world
+    return self.summed([float(flag)], tag)[0] == self.world
 
 # %% ../nbs/00j_distributed.ipynb #802613b1
 def gathered(obj, device) -> list:
@@ -151,7 +151,7 @@ def agree_to_start(self:Ranks, model:nn.Module, seed:bool=False) -> int|None:
 @patch
 def finish(self:Ranks):
     "The last message of a pass: every rank has finished it, or this raises as every other message does"
-    if self.world > 1: self.summed([], tag=0)
+    self.summed([], tag=0)
 
 @patch
 def total(self:Ranks, t:Tensor) -> Tensor:

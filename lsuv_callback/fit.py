@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
-from .errors import LSUVError
+from .errors import unit_error
 from .units import Unit, is_weight_layer
 from .measure import Targets, finest_tol
 
@@ -138,8 +138,7 @@ def step(self:Fit, c:Correction, a:float, d:float) -> Correction:
     "`c`, then the scale knobs times `a` and the shift knob moved by `d`; an error if that overflows"
     c = c.then(a, d, self.unit)
     if not (math.isfinite(c.scale) and math.isfinite(c.shift)):
-        raise LSUVError(f"LSUV: unit '{self.unit.label}' ({self.unit.kind}): scaling its knobs overflowed; "
-                        "its output cannot reach the targets")
+        raise unit_error(self.unit, 'overflowed when its knobs were scaled: its output cannot reach the targets')
     return c
 
 @patch

@@ -9,8 +9,8 @@ from contextlib import contextmanager, ExitStack
 from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
-from .errors import LSUVError
-from .units import Unit, is_norm_layer, is_sharded, changes
+from .errors import unit_error
+from .units import Unit, NORMS, is_norm_layer, is_sharded, changes
 from .batch import map_tensors
 from .measure import Stats, mean_std, device_moments, device_mean_std, reads_wait
 from .fit import Correction, Trial, Fit, REPLAY_MARGIN
@@ -31,8 +31,7 @@ def knobs_moved(moves:list):
 
 # %% ../nbs/00g_fitter.ipynb #8563f209
 _linear_types = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                 nn.ConvTranspose3d, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
-                 nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+                 nn.ConvTranspose3d, *NORMS)
 
 def known_linear(m:nn.Module) -> bool:
     "Is `m` one of torch's layers (not a subclass with its own `forward`), whose output is linear in its weight and bias?"
@@ -240,8 +239,8 @@ def __call__(self:UnitFitter, module, args, kwargs, out):
             if self.report.calls > 1:
                 return None if self.correction.moves_nothing else self.corrected(UnitCall(self, module, args, kwargs, out))
             if not isinstance(out, Tensor):
-                raise LSUVError(f"LSUV: unit '{self.name}' ({self.unit.kind}) returned {type(out).__name__}, not a tensor: "
-                                "pass `modules=` to choose modules whose output is a single tensor")
+                raise unit_error(self.unit, f"returned {type(out).__name__}, not a tensor: pass `modules=` to choose modules "
+                                 "whose output is a single tensor")
             return self.fit(UnitCall(self, module, args, kwargs, out))
     except Exception as e: self.run.failed(e)
     finally:
@@ -297,7 +296,8 @@ def keep(self:UnitFitter, fit:Fit, best:Trial, call:UnitCall, why:str) -> Tensor
         why = (why or fit.why_missed(f'not converged in max_iter={fit.max_iter} corrections', best)) + ': left unchanged'
         best = Trial(Correction(), call.original(), r.mean_before, r.std_before)
     self.correction, r.note, r.mean_after, r.std_after = best.c, why, best.m, best.s
-    if self.run.telemetry: self.samples[1] = telemetry_sample(best.out)
+    # a unit left as it was has its first sample as its last
+    if self.run.telemetry: self.samples[1] = self.samples[0] if best.c.moves_nothing else telemetry_sample(best.out)
     return best.out
 
 @patch

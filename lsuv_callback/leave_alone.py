@@ -4,13 +4,13 @@
 
 # %% ../nbs/00c_leave_alone.ipynb #de9d897f
 from __future__ import annotations
-import functools, warnings
+import functools
 from dataclasses import dataclass
 from typing import Callable
 import torch
-from torch import nn, Tensor
-from .errors import LSUVError, LSUVNothingToInit, LSUVWarning, names_of
-from .units import Knob, Unit, find_units, knob_tensors, is_sharded, nothing_named
+from torch import nn
+from .errors import LSUVError, LSUVNothingToInit, names_of, warn_per_cause
+from .units import Knob, Unit, find_units, knob_tensors, is_sharded, nothing_named, fixed_scale_reason
 
 # %% auto #0
 __all__ = ['LEAVE_ALONE', 'KEEP_LOADED', 'is_frozen', 'frozen', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale',
@@ -92,7 +92,7 @@ def tied_elsewhere(model, units) -> dict:
 # %% ../nbs/00c_leave_alone.ipynb #4bc3b815
 def fixed_scale(model, units) -> dict:
     "Units without a knob that sets their std"
-    return {u: f"are left unchanged: {u.why_no_mean.replace('its weight', 'their weight')}, so LSUV cannot set their std"
+    return {u: f"are left unchanged: the scale of their weight is fixed by {fixed_scale_reason(u.base)}, so LSUV cannot set their std"
             for u in units if not u.scale}
 
 def _identity(k:Knob):
@@ -169,8 +169,10 @@ KEEP_LOADED = Rule(loaded, applies_to_named=True, warns=False)
 # %% ../nbs/00c_leave_alone.ipynb #73524ec2
 def _warn_per_reason(whys:dict, units:list):
     "One `LSUVWarning` per reason in `whys` (`{unit: reason}`), naming its units"
-    for why in dict.fromkeys(whys.values()):
-        warnings.warn(f"LSUV: units {names_of([u for u in units if whys.get(u) == why])} {why}", LSUVWarning)
+    causes = {}
+    for u in units:
+        if u in whys: causes.setdefault(whys[u], []).append(u)
+    warn_per_cause(causes)
 
 def choose_units(model:nn.Module, units:list, named:bool=False, rules:list=LEAVE_ALONE) -> tuple[list, dict]:
     "`units` without those the `rules` pick (only those that apply to `named` units if the user named them), and `{rule: names}` of those"

@@ -4,15 +4,15 @@
 
 # %% ../nbs/00i_report.ipynb #c6c48c07
 from __future__ import annotations
-import math, warnings
+import math
 from dataclasses import dataclass, field, fields
 from fastcore.basics import patch
-from .errors import LSUVWarning, names_of
+from .errors import warn_per_cause, names_of
 from .measure import Targets
 from .telemetry import HIST_SPAN
 
 # %% auto #0
-__all__ = ['UnitReport', 'LSUVReport']
+__all__ = ['NOT_CALLED', 'UnitReport', 'LSUVReport']
 
 # %% ../nbs/00i_report.ipynb #45c0cadf
 def _fraction(row): return row[1] / row[0] if row[0] else math.nan
@@ -47,8 +47,9 @@ class UnitReport:
         self.hist_before, self.hist_after = before[2:], after[2:]
 
 # %% ../nbs/00i_report.ipynb #61e7d2f7
-_not_called = ("were not called in LSUV's forward pass (eval mode, batch norms in train mode): code that runs only in "
-               "training, such as an auxiliary head, or a weight its parent uses directly (`F.linear`); they were left unchanged")
+NOT_CALLED = "not called in LSUV's forward pass"
+_not_called = (f"were {NOT_CALLED} (eval mode, batch norms in train mode): code that runs only in training, such as an "
+               "auxiliary head, or a weight its parent uses directly (`F.linear`); they were left unchanged")
 
 @dataclass
 class LSUVReport:
@@ -95,7 +96,7 @@ class LSUVReport:
 
     def warn(self):
         "One `LSUVWarning` per cause, naming its units; the report keeps the detail of each"
-        for why, us in self.causes().items(): warnings.warn(f"LSUV: units {names_of(us)} {why}", LSUVWarning)
+        warn_per_cause(self.causes())
 
     def to_df(self, hist:bool=False, columns:list|None=None):
         "The report as a pandas DataFrame, one row per unit: its `columns`, or all (histograms only if `hist`)"

@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from fastcore.basics import patch, store_attr
 from torch import nn, Tensor
-from .errors import LSUVError
+from .errors import unit_error
 from .units import Unit, knob_tensors
 from .leave_alone import holds_loaded
 from .batch import call_model
@@ -17,8 +17,8 @@ from .measure import Targets, Stats, measuring_mode, mean_std
 from .fit import replay_horizon, rounding_eps
 from .fitter import UnitFitter
 from .telemetry import count_samples
-from .report import LSUVReport
-from .distributed import Ranks, PeerFailed, OutOfStep, orthogonal_
+from .report import LSUVReport, NOT_CALLED
+from .distributed import Ranks, orthogonal_
 
 # %% auto #0
 __all__ = ['SinglePass', 'kept_buffers', 'orthonormal_start']
@@ -53,8 +53,8 @@ def measure(self:SinglePass, fitter:UnitFitter, x:Tensor, read:list|None=None) -
     if not st.n or (math.isfinite(st.mean) and math.isfinite(st.std)): return st
     bad, world = self.ranks.not_finite, self.ranks.world
     on = f' on rank{"s" if len(bad) > 1 else ""} {", ".join(map(str, bad))}' if world > 1 else ''
-    raise LSUVError(f"LSUV: unit '{fitter.name}' ({fitter.unit.kind}) produced non-finite activations{on} "
-                    f"(mean {st.mean}, std {st.std}): check the input batch and the layers before it")
+    raise unit_error(fitter.unit, f"produced non-finite activations{on} (mean {st.mean}, std {st.std}): check the input batch "
+                                  "and the layers before it")
 
 @patch
 def agree(self:SinglePass, fitter:UnitFitter, flag:bool) -> bool:
@@ -67,7 +67,7 @@ def failed(self:SinglePass, e:Exception):
     "Remember the first failure, tell the other ranks, and let the rest of the pass run through untouched"
     if self.failure is None: self.failure = e
     self.stopped = True
-    if not isinstance(e, (PeerFailed, OutOfStep)): self.ranks.tell_failure()
+    self.ranks.tell_failure() # nothing more is sent after a failure another rank told of
 
 def _progress_bar(n):
     from fastprogress.fastprogress import progress_bar
@@ -94,7 +94,7 @@ def run(self:SinglePass, args:tuple, kwargs:dict):
 def count_telemetry(self:SinglePass):
     "Give every unit's report its telemetry, counted from all the fitters' samples at once (over every rank)"
     if not self.telemetry: return
-    rows = count_samples([s for f in self.fitters for s in f.samples], self.targets, self.ranks, self.ranks.device)
+    rows = count_samples([s for f in self.fitters for s in f.samples], self.targets, self.ranks)
     for f, before, after in zip(self.fitters, rows[::2], rows[1::2]): f.report.add_telemetry(before, after)
 
 @patch
@@ -104,7 +104,7 @@ def report(self:SinglePass, batch:dict, elapsed:float, left_alone:dict|None=None
     called = sorted((f for f in self.fitters if f.index is not None), key=lambda f: f.index)
     units = [f.report for f in called + [f for f in self.fitters if f.index is None]]
     for u in units:
-        if not u.calls: u.note = u.note or 'not called in the forward pass: left unchanged'
+        if not u.calls: u.note = f'{NOT_CALLED}: left unchanged'
     loaded = [f.unit.name for f in self.fitters if holds_loaded(f.unit)]
     return LSUVReport(units, self.targets, batch, elapsed, self.ranks.world, left_alone=left_alone or {}, loaded=loaded)
 

@@ -43,8 +43,8 @@ def telemetry(table:Tensor, target_mean:float=0., target_std:float=1.) -> Tensor
     return torch.cat([(width - hist[:, HIST_BINS:]), near[:, None], hist[:, :HIST_BINS]], 1).to(widest_float(table.device))
 
 # %% ../nbs/00h_telemetry.ipynb #562c1431
-def count_samples(samples:list, targets, ranks=None, device=None) -> list:
+def count_samples(samples:list, targets, ranks=None) -> list:
     "The rows `[count, near zero, histogram...]` of `samples` (1-d tensors, or `None`s), summed over `ranks`"
-    device = next((s.device for s in samples if s is not None), device)
+    device = next((s.device for s in samples if s is not None), None)
     rows = telemetry(telemetry_table(samples, device), targets.mean, targets.std) # uses the table up
     return (ranks.total(rows) if ranks is not None else rows).tolist()

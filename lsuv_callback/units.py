@@ -16,9 +16,9 @@ from torch.nn.utils import parametrize
 from .errors import LSUVError, label, names_of
 
 # %% auto #0
-__all__ = ['changes', 'Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source', 'fixed_scale_reason',
-           'Unit', 'block_layers', 'block_unit', 'unwrap', 'loader_names', 'named_in', 'find_units', 'nothing_named',
-           'is_sharded', 'knob_tensors']
+__all__ = ['NORMS', 'changes', 'Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source',
+           'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'unwrap', 'loader_names', 'named_in',
+           'find_units', 'nothing_named', 'is_sharded', 'knob_tensors']
 
 # %% ../nbs/00b_units.ipynb #42a5e974
 def changes(x, still:float) -> bool:
@@ -63,9 +63,9 @@ class Knob:
                 with torch.no_grad(): self.value.copy_(saved)
 
 # %% ../nbs/00b_units.ipynb #51ea5f99
-_norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 _embedding_types = (nn.Embedding, nn.EmbeddingBag)
-_not_weight_types = _norm_types + _embedding_types
+_not_weight_types = NORMS + _embedding_types
 
 def _parametrized(m): return 'parametrizations' in m._modules and parametrize.is_parametrized(m)
 
@@ -80,7 +80,7 @@ def is_weight_layer(m:nn.Module) -> bool:
     w = getattr(m, 'weight', None)
     return isinstance(w, Tensor) and w.is_floating_point() and w.ndim >= 2
 
-def is_norm_layer(m:nn.Module) -> bool: return isinstance(m, _norm_types)
+def is_norm_layer(m:nn.Module) -> bool: return isinstance(m, NORMS)
 
 def has_sub(m:nn.Module) -> bool:
     "Does `m` look like a `GeneralRelu` whose `sub` can shift its output?"
