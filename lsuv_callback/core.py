@@ -14,8 +14,8 @@ from .leave_alone import lsuv_units
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
 from .report import LSUVReport
-from .distributed import Ranks, failing_together, share_loaded
-from .single_pass import SinglePass, kept_buffers, orthonormal_start
+from .distributed import Ranks, failing_together, share_loaded, orthonormal_start
+from .single_pass import SinglePass, kept_buffers
 # Imported from here by code written before the engine had modules of its own
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning # noqa: F401
 

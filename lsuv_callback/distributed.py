@@ -17,7 +17,7 @@ from .measure import widest_float
 # %% auto #0
 __all__ = ['WIDTH', 'FAILED', 'NOT_FINITE', 'BUCKET', 'is_distributed', 'PeerFailed', 'OutOfStep', 'group_devices', 'sendable',
            'Ranks', 'gathered', 'failing_together', 'buckets', 'copy_rank0_weights', 'share_loaded', 'local_part',
-           'orthogonal_']
+           'orthogonal_', 'orthonormal_start']
 
 # %% ../nbs/00j_distributed.ipynb #975a46b2
 def is_distributed() -> bool:
@@ -177,11 +177,14 @@ def failing_together(ranks:Ranks):
 BUCKET = 2**24 # values broadcast together, at most (64 MiB of fp32)
 
 def buckets(tensors:list) -> list[list]:
-    "`tensors` in runs of one device and dtype, each of at most `BUCKET` values (or one larger tensor)"
-    out, size = [], 0
-    for t in tensors:
-        if not out or (t.device, t.dtype) != (out[-1][0].device, out[-1][0].dtype) or size + t.numel() > BUCKET: out.append([]); size = 0
-        out[-1].append(t); size += t.numel()
+    "`tensors` by device and dtype, in buckets of at most `BUCKET` values (a larger tensor alone)"
+    kinds, out = {}, []
+    for t in tensors: kinds.setdefault((t.device, t.dtype), []).append(t)
+    for ts in kinds.values():
+        size = BUCKET + 1
+        for t in ts:
+            if size + t.numel() > BUCKET: out.append([]); size = 0
+            out[-1].append(t); size += t.numel()
     return out
 
 @torch.no_grad()
@@ -190,7 +193,10 @@ def copy_rank0_weights(model:nn.Module):
     if not is_distributed(): return
     import torch.distributed as dist
     for b in buckets([t.data for t in [*model.parameters(), *model.buffers()] if not is_sharded(t)]):
-        flat = torch.cat([t.reshape(-1) for t in b]).to(sendable(b[0].device))
+        sendable(b[0].device)
+        # a tensor alone is sent as it is: a flat copy of it would cost its size again
+        if len(b) == 1 and b[0].is_contiguous(): dist.broadcast(b[0], src=0); continue
+        flat = torch.cat([t.reshape(-1) for t in b])
         dist.broadcast(flat, src=0)
         for t, v in zip(b, flat.split([t.numel() for t in b])): t.copy_(v.view_as(t))
 
@@ -216,3 +222,16 @@ def orthogonal_(w:Tensor, generator:torch.Generator):
     nn.init.orthogonal_(full, generator=generator)
     local = w.to_local() if is_sharded(w) else w
     local.copy_(local_part(full, w).to(local.device))
+
+@contextmanager
+def orthonormal_start(units:list, seed:int):
+    "The units' weights orthonormal (drawn from `seed`) inside the block, and put back if the block fails"
+    weights = [u.weight for u in units if u.weight is not None]
+    saved = [w.detach().clone() for w in weights]
+    # drawn where the QR has a kernel: not on MPS, in several torch versions
+    for i, w in enumerate(weights): orthogonal_(w, torch.Generator(device='cpu' if w.device.type == 'mps' else w.device).manual_seed(seed + i))
+    try: yield
+    except BaseException:
+        with torch.no_grad():
+            for w, v in zip(weights, saved): w.copy_(v)
+        raise

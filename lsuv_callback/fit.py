@@ -15,7 +15,7 @@ from .measure import Targets, finest_tol
 
 # %% auto #0
 __all__ = ['REPLAY_GROWTH', 'REPLAY_SPREAD', 'REPLAY_MARGIN', 'TF32_EPS', 'OUT_OF_REACH', 'SLOW_STEPS', 'NO_EFFECT', 'Correction',
-           'Trial', 'rounding_eps', 'replay_horizon', 'Fit', 'is_constant', 'has_no_effect']
+           'Trial', 'rounding_eps', 'replay_horizon', 'Fit', 'is_constant', 'has_no_effect', 'Predict']
 
 # %% ../nbs/00f_fit.ipynb #019932c9
 @dataclass(frozen=True)
@@ -173,3 +173,11 @@ def why_missed(self:Fit, why:str, best:Trial) -> str:
     if k.is_tensor and self.error(best) <= 2 * torch.finfo(k.value.dtype).eps:
         return f'the correction left is finer than {k.value.dtype} weights can hold: use a tol of at least {finest_tol(k.value.dtype):.1e}'
     return why
+
+# %% ../nbs/00f_fit.ipynb #d3a82a35
+class Predict:
+    "A lone torch layer's output under a correction, not computed: `out*scale + offset` has exactly these statistics"
+    margin, exact, name = REPLAY_MARGIN, False, 'replay' # a later call of the layer replays its own output
+    def __init__(self, first:Trial): self.first = first
+    def __call__(self, c:Correction) -> Trial:
+        return Trial(c, None, self.first.m*c.scale + c.offset, self.first.s*abs(c.scale))

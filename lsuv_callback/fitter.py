@@ -6,19 +6,22 @@
 from __future__ import annotations
 import math
 from contextlib import contextmanager, ExitStack
+from dataclasses import dataclass, field
 from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
 from .errors import unit_error
 from .units import Unit, NORMS, is_norm_layer, is_sharded, changes
 from .batch import map_tensors
-from .measure import Stats, mean_std, device_moments, device_mean_std, reads_wait
-from .fit import Correction, Trial, Fit, REPLAY_MARGIN
+from .measure import Stats, mean_std, device_moments, device_mean_std, reads_wait, widest_float
+from .measure import Targets
+from .fit import Correction, Trial, Fit, Predict, REPLAY_MARGIN, replay_horizon, rounding_eps
+from .distributed import Ranks
 from .telemetry import telemetry_sample
 from .report import UnitReport
 
 # %% auto #0
-__all__ = ['knobs_moved', 'known_linear', 'UnitCall', 'Rerun', 'Replay', 'Predict', 'sources', 'UnitFitter']
+__all__ = ['knobs_moved', 'known_linear', 'UnitCall', 'Rerun', 'Replay', 'sources', 'Shared', 'UnitFitter', 'aims_alike']
 
 # %% ../nbs/00g_fitter.ipynb #b69d8e6a
 @contextmanager
@@ -92,11 +95,13 @@ def _scales_linearly(self:UnitCall, args, kwargs, base) -> bool:
     # A norm of another library: a slice of the batch would change its batch statistics, so re-run it instead
     if is_norm_layer(u.base) or not base.ndim or not f.probe_ok: return False
     n, k = base.shape[0], max(1, base.shape[0] // 16)
-    with f.busy(), knobs_moved([(kn, 2., 0.) for kn in u.scale if kn not in f.tail_knobs]):
-        y = u.base(*_first(k, n, args), **_first(k, n, kwargs))
-    # the slice may take another kernel than the batch (a GPU picks its matmul by shape), rounding a few ulps apart
-    ulps = 4 * torch.finfo(base.dtype).eps
-    return y.shape == base[:k].shape and torch.allclose(y, 2*base[:k], rtol=max(1e-4, ulps), atol=max(1e-6, ulps)*float(base.abs().max()))
+    args, kwargs = _first(k, n, args), _first(k, n, kwargs)
+    with f.busy():
+        y = u.base(*args, **kwargs)
+        with knobs_moved([(kn, 2., 0.) for kn in u.scale if kn not in f.tail_knobs]): y2 = u.base(*args, **kwargs)
+    # both on the slice: the slice may take another kernel than the batch (a GPU picks its matmul by shape), which rounds
+    # differently, but one kernel rounds a doubled output as it rounds the output
+    return y.shape == base[:k].shape and torch.allclose(y2, 2*y, rtol=1e-4, atol=1e-6*float(y.abs().max()))
 
 # %% ../nbs/00g_fitter.ipynb #6b4860ae
 @patch
@@ -151,9 +156,7 @@ class Rerun:
     def __call__(self, c:Correction) -> Trial:
         self.call.release()
         out = self.call.run_unit(c)
-        return Trial(c, out, *self.measure(out))
-    @staticmethod
-    def later(call:UnitCall, c:Correction) -> Tensor: return call.run_unit(c)
+        return Trial(c, out, *self.measure(out)[:2])
 
 class Replay(Rerun):
     "A correction's output replayed from the base's output: exact in arithmetic, not in rounding; `known`, one replayed already"
@@ -162,15 +165,7 @@ class Replay(Rerun):
     def __call__(self, c:Correction) -> Trial:
         if self.known is not None and self.known.c == c: return self.known
         out = self.call.replay(c)
-        return Trial(c, out, *self.measure(out))
-    @staticmethod
-    def later(call:UnitCall, c:Correction) -> Tensor: return call.replay(c) if call.base is not None else call.run_unit(c)
-
-class Predict(Replay):
-    "A lone torch layer's output under a correction, not computed: `out*scale + offset` has exactly these statistics"
-    def __init__(self, first:Trial): self.first = first
-    def __call__(self, c:Correction) -> Trial:
-        return Trial(c, None, self.first.m*c.scale + c.offset, self.first.s*abs(c.scale))
+        return Trial(c, out, *self.measure(out)[:2])
 
 def sources(call:UnitCall, first:Trial, measure, exact:bool, replayable:bool, known:Trial|None=None) -> list:
     "The sources of the loop's phases: re-runs if the unit is not `replayable`; else predictions or replays (`known` among them), then a re-run if `exact`"
@@ -179,10 +174,38 @@ def sources(call:UnitCall, first:Trial, measure, exact:bool, replayable:bool, kn
     return [cheap, Rerun(call, measure)] if exact else [cheap]
 
 # %% ../nbs/00g_fitter.ipynb #d80212e2
+@dataclass
+class Shared:
+    "What the fitters of one pass share: its settings, its ranks, the units' bases, how many units started, its first failure"
+    targets: Targets = field(default_factory=Targets)
+    max_iter: int = 10
+    telemetry: bool = True
+    ranks: Ranks = field(default_factory=Ranks)
+    bases: list = field(default_factory=list)
+    bar: object = None # a progress bar, moved on as units start
+    started: int = 0
+    failure: Exception|None = None
+
+    def start(self) -> int:
+        "A unit starts, as the next of the pass: its index in the forward order"
+        self.started += 1
+        if self.bar is not None: self.bar.update(self.started)
+        return self.started - 1
+
+    def exact(self, index:int, n:int, dtype:torch.dtype, device_type:str) -> bool:
+        "Must the unit at `index`, of `n` output values of `dtype` on `device_type`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
+        eps = rounding_eps(dtype, device_type, self.bases)
+        return len(self.bases) - index > replay_horizon(n, eps, min(self.targets.std_tol, self.targets.mean_tol))
+
+    def fail(self, e:Exception):
+        "Keep the first failure and tell the other ranks (nothing is sent after a failure another rank told of)"
+        if self.failure is None: self.failure = e
+        self.ranks.tell_failure()
+
 class UnitFitter:
     "The forward hook that fits one `Unit` on its first call, and gives its later calls the same correction"
-    def __init__(self, unit:Unit, run, tag:int=1):
-        self.unit, self.run, self.tag, self.index = unit, run, tag, None # the tag: the unit's number, the same on every rank
+    def __init__(self, unit:Unit, shared:Shared, tag:int=1):
+        self.unit, self.shared, self.tag, self.index = unit, shared, tag, None # the tag: the unit's number, the same on every rank
         self.tail_knobs = [k for k in unit.knobs if k.module not in set(unit.base.modules())]
         self.tail_in_place = any(getattr(m, 'inplace', False) for m in unit.tail)
         # A forward hook of the user's on the base may change its output (it is then no longer known to be linear), and
@@ -193,13 +216,10 @@ class UnitFitter:
         self.base_alone = not any(map(is_sharded, unit.base.parameters()))
         # A forward hook sees a module's arguments after its pre-hooks: a pre-hook of ours, run first, keeps them as they came
         self.pre_hooked = [m for m in dict.fromkeys([unit.module, unit.base]) if m._forward_pre_hooks]
-        self.correction, self.later, self.samples = Correction(), Rerun.later, [None, None] # samples: before, after
+        self.correction, self.reruns, self.samples = Correction(), False, [None, None] # samples: before, after
         self.base_call, self.raw_calls, self._busy = None, {}, False
-        self.report = UnitReport(self.name, unit.kind, ', '.join(k.name for k in unit.knobs),
+        self.report = UnitReport(unit.label, unit.kind, ', '.join(k.name for k in unit.knobs),
                                  'adjusted' if unit.shift else unit.why_no_mean)
-
-    @property
-    def name(self): return self.unit.label
 
     def hook(self, hooks:ExitStack):
         "Register the fitter's hooks (first of the unit's pre-hooks, last of its forward hooks), each removed when `hooks` closes"
@@ -232,7 +252,7 @@ def keep_base(self:UnitFitter, module, args, kwargs, out):
 
 @patch
 def __call__(self:UnitFitter, module, args, kwargs, out):
-    if self._busy or self.run.stopped: return None
+    if self._busy or self.shared.failure is not None: return None
     self.report.calls += 1
     try: # no graph recorded, also where the model's forward turns grad back on around its layers
         with torch.no_grad():
@@ -242,7 +262,7 @@ def __call__(self:UnitFitter, module, args, kwargs, out):
                 raise unit_error(self.unit, f"returned {type(out).__name__}, not a tensor: pass `modules=` to choose modules "
                                  "whose output is a single tensor")
             return self.fit(UnitCall(self, module, args, kwargs, out))
-    except Exception as e: self.run.failed(e)
+    except Exception as e: self.shared.fail(e)
     finally:
         self.base_call = None
         self.raw_calls.clear()
@@ -251,39 +271,49 @@ def __call__(self:UnitFitter, module, args, kwargs, out):
 @patch
 def fit(self:UnitFitter, call:UnitCall) -> Tensor:
     "Correct the unit until its output meets the targets; return the output to hand on"
-    r, run = self.report, self.run
-    self.index = run.starting(self)
-    if run.telemetry: self.samples[0] = telemetry_sample(call.out)
-    fit = Fit(self.unit, run.targets, run.max_iter, call.input)
+    r, sh = self.report, self.shared
+    self.index = sh.start()
+    if sh.telemetry: self.samples[0] = telemetry_sample(call.out)
+    fit = Fit(self.unit, sh.targets, sh.max_iter, call.input)
     st, known = self.first_stats(call, fit)
     r.mean_before, r.std_before = st.mean, st.std
     first = Trial(Correction(), call.out, st.mean, st.std)
     if not st.n: return self.keep(fit, first, call, 'its output is empty: no sample reached it in this pass')
     # a lone torch layer can be replayed on every rank: no vote
-    exact, replayable = run.reruns(self.index, st.n, call.out.dtype, call.out.device.type), call.lone or run.agree(self, call.base is not None)
-    srcs = sources(call, first, self.measured, exact, replayable, known)
-    r.recompute, self.later = srcs[-1].name, type(srcs[-1]).later
+    exact = sh.exact(self.index, st.n, call.out.dtype, call.out.device.type)
+    srcs = sources(call, first, self.measure, exact, call.lone or sh.ranks.agree(call.base is not None, self.tag), known)
+    r.recompute, self.reruns = srcs[-1].name, srcs[-1].exact
     best, why = fit.run(first, srcs)
     r.iters = fit.iters
     return self.keep(fit, best, call, why)
 
+def aims_alike(call:UnitCall) -> bool:
+    "Does a correction aimed and replayed on the device give exactly the loop's? Where the device has float64, for fp32 and fp64 outputs: a step held on the device moves a half-precision tensor in its own precision, a Python float in fp32"
+    return widest_float(call.out.device) == torch.float64 and {call.out.dtype, call.base.dtype} <= {torch.float32, torch.float64}
+
 @patch
 def first_stats(self:UnitFitter, call:UnitCall, fit:Fit) -> tuple[Stats, Trial|None]:
     "The statistics of the unit's output; on one GPU, for a unit replayed from its base, its first correction replayed too, read in the same transfer"
-    run, out = self.run, call.out
-    if not (reads_wait(out.device) and run.ranks.world == 1 and call.base is not None and not call.lone): return run.measure(self, out), None
+    out = call.out
+    if not (reads_wait(out.device) and self.shared.ranks.world == 1 and call.base is not None and not call.lone and aims_alike(call)):
+        return self.measure(out), None
     moments = device_moments(out)
-    a, d = fit.aim(*device_mean_std(moments, out.numel()))
+    a, d = fit.aim(*device_mean_std(moments))
     guess = call.replay(Correction().then(a, d, self.unit))
     read = torch.cat([moments, torch.stack([a, d]), device_moments(guess)]).tolist()
-    st, (m, s, _) = run.measure(self, out, read[:3]), mean_std(guess, read=read[5:])
+    st, (m, s, _) = self.measure(out, read[:3]), mean_std(guess, read=read[5:])
     # a guess from an output the loop will not correct (constant, say) is not finite, and is not needed
     return st, Trial(Correction().then(*read[3:5], self.unit), guess, m, s) if math.isfinite(m) and math.isfinite(s) else None
 
 @patch
-def measured(self:UnitFitter, out:Tensor) -> tuple[float, float]:
-    "The mean and std of `out` (over every rank)"
-    return self.run.measure(self, out)[:2]
+def measure(self:UnitFitter, x:Tensor, read:list|None=None) -> Stats:
+    "Mean, std and count of `x` over every rank (`read`: its moments, read already); an error naming the unit if they are not finite"
+    ranks = self.shared.ranks
+    st = mean_std(x, ranks, self.tag, read)
+    if not st.n or (math.isfinite(st.mean) and math.isfinite(st.std)): return st
+    on = f' on rank{"s" if len(ranks.not_finite) > 1 else ""} {", ".join(map(str, ranks.not_finite))}' if ranks.world > 1 else ''
+    raise unit_error(self.unit, f"produced non-finite activations{on} (mean {st.mean}, std {st.std}): check the input batch "
+                                "and the layers before it")
 
 # %% ../nbs/00g_fitter.ipynb #7ab2c9e9
 @patch
@@ -297,10 +327,11 @@ def keep(self:UnitFitter, fit:Fit, best:Trial, call:UnitCall, why:str) -> Tensor
         best = Trial(Correction(), call.original(), r.mean_before, r.std_before)
     self.correction, r.note, r.mean_after, r.std_after = best.c, why, best.m, best.s
     # a unit left as it was has its first sample as its last
-    if self.run.telemetry: self.samples[1] = self.samples[0] if best.c.moves_nothing else telemetry_sample(best.out)
+    if self.shared.telemetry: self.samples[1] = self.samples[0] if best.c.moves_nothing else telemetry_sample(best.out)
     return best.out
 
 @patch
 def corrected(self:UnitFitter, call:UnitCall) -> Tensor:
     "A later call's output under the unit's correction"
-    return _rebound(call.out, self.later(call, self.correction))
+    c = self.correction
+    return _rebound(call.out, call.replay(c) if not self.reruns and call.base is not None else call.run_unit(c))

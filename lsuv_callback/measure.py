@@ -109,10 +109,11 @@ def mean_std(x:Tensor, ranks=None, tag:int=0, read:list|None=None) -> Stats:
     if math.isfinite(var) and not precise_enough(mean, var): var = summed(centred_square_sum(x, mean), tag)[0] / max(n-1, 1)
     return Stats(mean, math.sqrt(max(var, 0.)), int(n))
 
-def device_mean_std(m:Tensor, n:int) -> tuple[Tensor, Tensor]:
-    "The mean and std of `n` values from their `device_moments` `m`, left on the device: for a guess that waits for no read"
-    mean, var = mean_var(float(n), m[1], m[2])
-    return mean, var.clamp(min=0).sqrt()
+def device_mean_std(m:Tensor) -> tuple[Tensor, Tensor]:
+    "The mean and std from `device_moments` `m`, as `mean_std` computes them, left on the device: for a guess that waits for no read"
+    n, s1, s2 = m
+    mean = s1 / n # divided by tensors: CUDA divides by a Python float as a product by its reciprocal, an ulp off
+    return mean, ((s2 - s1*mean) / (n - 1).clamp(min=1)).clamp(min=0).sqrt()
 
 # %% ../nbs/00e_measure.ipynb #5b4ad80f
 @dataclass(frozen=True)

@@ -4,71 +4,33 @@
 
 # %% ../nbs/00k_single_pass.ipynb #84dda105
 from __future__ import annotations
-import math
 from contextlib import ExitStack, contextmanager
 import torch
 from fastcore.basics import patch, store_attr
-from torch import nn, Tensor
-from .errors import unit_error
+from torch import nn
 from .units import Unit, knob_tensors
 from .leave_alone import holds_loaded
 from .batch import call_model
-from .measure import Targets, Stats, measuring_mode, mean_std
-from .fit import replay_horizon, rounding_eps
-from .fitter import UnitFitter
+from .measure import Targets, measuring_mode
+from .fitter import Shared, UnitFitter
 from .telemetry import count_samples
 from .report import LSUVReport, NOT_CALLED
-from .distributed import Ranks, orthogonal_
+from .distributed import Ranks
 
 # %% auto #0
-__all__ = ['SinglePass', 'kept_buffers', 'orthonormal_start']
+__all__ = ['SinglePass', 'kept_buffers']
 
 # %% ../nbs/00k_single_pass.ipynb #733e7b9e
 class SinglePass:
     "Every unit's `UnitFitter` hooked into one forward pass of `model`, the statistics summed over `ranks`"
     def __init__(self, model:nn.Module, units:list[Unit], targets:Targets, max_iter:int=10, telemetry:bool=True,
                  ranks:Ranks|None=None, progress:bool=False):
-        store_attr('model,targets,max_iter,telemetry,progress')
-        self.ranks = ranks or Ranks()
+        store_attr('model,progress')
+        self.shared = Shared(targets, max_iter, telemetry, ranks or Ranks(), [u.base for u in units])
         # each fitter's tag, its number among the units, is the same on every rank: messages out of step show up
-        self.fitters = [UnitFitter(u, self, tag=1 + i) for i, u in enumerate(units)]
-        self.started, self.failure, self.stopped, self.bar = 0, None, False, None
-
-    def starting(self, fitter:UnitFitter) -> int:
-        "A fitter starts, as the next unit of the pass: its index in the forward order"
-        self.started += 1
-        if self.bar is not None: self.bar.update(self.started)
-        return self.started - 1
-
-    def reruns(self, index:int, n:int, dtype:torch.dtype, device_type:str) -> bool:
-        "Must the unit at `index` in the forward order, which outputs `n` values of `dtype` on `device_type`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
-        eps = rounding_eps(dtype, device_type, [f.unit.base for f in self.fitters])
-        return len(self.fitters) - index > replay_horizon(n, eps, min(self.targets.std_tol, self.targets.mean_tol))
-
-# %% ../nbs/00k_single_pass.ipynb #e7c77632
-@patch
-def measure(self:SinglePass, fitter:UnitFitter, x:Tensor, read:list|None=None) -> Stats:
-    "Mean, std and count of `x` over every rank (`read`: its moments, read already); an error naming the unit if they are not finite"
-    st = mean_std(x, self.ranks, fitter.tag, read)
-    if not st.n or (math.isfinite(st.mean) and math.isfinite(st.std)): return st
-    bad, world = self.ranks.not_finite, self.ranks.world
-    on = f' on rank{"s" if len(bad) > 1 else ""} {", ".join(map(str, bad))}' if world > 1 else ''
-    raise unit_error(fitter.unit, f"produced non-finite activations{on} (mean {st.mean}, std {st.std}): check the input batch "
-                                  "and the layers before it")
-
-@patch
-def agree(self:SinglePass, fitter:UnitFitter, flag:bool) -> bool:
-    "Is `flag` raised for `fitter`'s unit on every rank?"
-    return self.ranks.agree(flag, fitter.tag)
+        self.fitters = [UnitFitter(u, self.shared, tag=1 + i) for i, u in enumerate(units)]
 
 # %% ../nbs/00k_single_pass.ipynb #dcee32bf
-@patch
-def failed(self:SinglePass, e:Exception):
-    "Remember the first failure, tell the other ranks, and let the rest of the pass run through untouched"
-    if self.failure is None: self.failure = e
-    self.stopped = True
-    self.ranks.tell_failure() # nothing more is sent after a failure another rank told of
-
 def _progress_bar(n):
     from fastprogress.fastprogress import progress_bar
     bar = progress_bar(range(n), leave=False)
@@ -78,23 +40,25 @@ def _progress_bar(n):
 @patch
 def run(self:SinglePass, args:tuple, kwargs:dict):
     "The forward pass with every fitter hooked in; raises the first failure once the pass is over"
-    self.bar = _progress_bar(len(self.fitters)) if self.progress else None
+    sh = self.shared
+    sh.bar = _progress_bar(len(self.fitters)) if self.progress else None
     try:
         with torch.no_grad(), measuring_mode(self.model), ExitStack() as hooks:
             for f in self.fitters: f.hook(hooks)
             try: call_model(self.model, args, kwargs)
-            except Exception as e: self.failed(e)
+            except Exception as e: sh.fail(e)
     finally:
-        if self.bar is not None: self.bar.on_iter_end()
-    if self.failure is not None: raise self.failure
-    self.ranks.finish()
+        if sh.bar is not None: sh.bar.on_iter_end()
+    if sh.failure is not None: raise sh.failure
+    sh.ranks.finish()
 
 # %% ../nbs/00k_single_pass.ipynb #d2ba01c5
 @patch
 def count_telemetry(self:SinglePass):
     "Give every unit's report its telemetry, counted from all the fitters' samples at once (over every rank)"
-    if not self.telemetry: return
-    rows = count_samples([s for f in self.fitters for s in f.samples], self.targets, self.ranks)
+    sh = self.shared
+    if not sh.telemetry: return
+    rows = count_samples([s for f in self.fitters for s in f.samples], sh.targets, sh.ranks)
     for f, before, after in zip(self.fitters, rows[::2], rows[1::2]): f.report.add_telemetry(before, after)
 
 @patch
@@ -106,7 +70,7 @@ def report(self:SinglePass, batch:dict, elapsed:float, left_alone:dict|None=None
     for u in units:
         if not u.calls: u.note = f'{NOT_CALLED}: left unchanged'
     loaded = [f.unit.name for f in self.fitters if holds_loaded(f.unit)]
-    return LSUVReport(units, self.targets, batch, elapsed, self.ranks.world, left_alone=left_alone or {}, loaded=loaded)
+    return LSUVReport(units, self.shared.targets, batch, elapsed, self.shared.ranks.world, left_alone=left_alone or {}, loaded=loaded)
 
 @patch
 @torch.no_grad()
@@ -127,16 +91,3 @@ def kept_buffers(model:nn.Module, units:list[Unit]):
     finally:
         with torch.no_grad():
             for b, v in saved: b.copy_(v)
-
-@contextmanager
-def orthonormal_start(units:list[Unit], seed:int):
-    "The units' weights orthonormal (drawn from `seed`) inside the block, and put back if the block fails"
-    weights = [u.weight for u in units if u.weight is not None]
-    saved = [w.detach().clone() for w in weights]
-    # drawn where the QR has a kernel: not on MPS, in several torch versions
-    for i, w in enumerate(weights): orthogonal_(w, torch.Generator(device='cpu' if w.device.type == 'mps' else w.device).manual_seed(seed + i))
-    try: yield
-    except BaseException:
-        with torch.no_grad():
-            for w, v in zip(weights, saved): w.copy_(v)
-        raise
