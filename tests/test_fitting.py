@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 from lsuv_callback.core import lsuv_init, unit_stats
+from lsuv_callback.measure import Targets
 from lsuv_testutils import CourseGeneralRelu, assert_unchanged, model_state, oracle_stats, run, reads_of_the_device, as_on_gpu, changed
 import lsuv_callback.fitter
 from lsuv_callback.layers import ConvLayer
@@ -128,7 +129,7 @@ def test_block_with_two_norms_reaches_any_target_std(device):
     assert set(fresh) == {u.name for u in report.units}
     for u in report.units:
         m, s = fresh[u.name]
-        assert abs(s - 2) <= report.std_tol and (not u.mean_adjusted or abs(m) <= report.mean_tol), (u.name, m, s)
+        assert report.targets.met(m, s, u.mean_adjusted), (u.name, m, s)
 
 # ------------------------------------------------------------------------------------------------------ not converged
 
@@ -171,7 +172,7 @@ def test_unit_stats_reports_the_first_call(device):
     report, _, _ = run(model, xb)
     assert report.ok and report.units[0].calls == 2
     (name, m, s), = unit_stats(model, xb)
-    assert name == 'lin' and abs(m) <= 1e-3 and abs(s - 1) <= 1e-3, (m, s)
+    assert name == 'lin' and Targets().met(m, s), (m, s)
     assert (m, s) == pytest.approx(oracle_stats(model, xb, ['lin'])['lin'], abs=1e-5)
     with torch.no_grad(): second = model(xb)
     assert abs(second.mean().item()) > 0.1 and abs(second.std().item() - 1) > 0.1, 'the calls tell apart'
@@ -208,7 +209,7 @@ def test_a_deep_stack_without_norms_meets_its_targets_in_a_fresh_pass_with_tf32_
         xb = img(64, 3, 32).cuda()
         report, _, _ = run(model, xb)
         assert report.ok
-        for name, m, s in unit_stats(model, xb): assert abs(s - 1) <= 1e-3 and abs(m) <= 1e-3, (name, m, s)
+        for name, m, s in unit_stats(model, xb): assert Targets().met(m, s), (name, m, s)
     finally: torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 # ------------------------------------------------------------------------------------------------------------ host reads
