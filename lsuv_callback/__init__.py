@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 from .core import lsuv_init, unit_stats
 from .trainers import lsuv_done, mark_lsuv_done
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
-from .units import find_units
+from .find import find_units
 from .report import LSUVReport, UnitReport
 
 _from_callback = {'LSUVCallback', 'draw_batches'}

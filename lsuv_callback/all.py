@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/04_all.ipynb #d1a98f43
-from .units import find_units
+from .find import find_units
 from .errors import LSUVError, LSUVNothingToInit, LSUVWarning
 from .measure import default_tol
 from .report import LSUVReport, UnitReport

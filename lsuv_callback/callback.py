@@ -17,7 +17,7 @@ with warnings.catch_warnings():
     from fastai.callback.progress import ProgressCallback
     from fastai.torch_core import get_random_states, set_random_states
 from .trainers import lsuv_done, mark_lsuv_done, why_keep, lsuv_options, trainer_lsuv
-from .units import unwrap
+from .find import unwrap
 from .errors import LSUVError, LSUVWarning
 from .report import LSUVReport
 from .distributed import copy_rank0_weights

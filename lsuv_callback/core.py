@@ -9,7 +9,7 @@ from contextlib import ExitStack, nullcontext
 from typing import Callable
 import torch
 from torch import nn
-from .units import find_units, unwrap, named_in
+from .find import find_units, unwrap, named_in
 from .leave_alone import lsuv_units
 from .batch import prepare_batch, describe_batch, call_model, model_device_dtype
 from .measure import check_settings, measuring_mode, mean_std
@@ -82,8 +82,7 @@ def lsuv_init(
         targets = check_settings(model, tol, target_mean, target_std, max_iter)
         if keep_loaded: share_loaded(model)
         units, left_alone = lsuv_units(model, modules, keep_loaded)
-        ranks = Ranks(model_device_dtype(model)[0])
-        with kept_buffers(model, units), failing_together(ranks):
+        with kept_buffers(model, units), failing_together(Ranks(model_device_dtype(model)[0])) as ranks:
             args, kwargs = prepare_batch(xb, model)
             seed = ranks.agree_to_start(model, seed=orthonormal)
             with orthonormal_start(units, seed) if orthonormal else nullcontext():

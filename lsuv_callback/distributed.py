@@ -165,8 +165,8 @@ def total(self:Ranks, t:Tensor) -> Tensor:
 # %% ../nbs/00j_distributed.ipynb #8345cf7a
 @contextmanager
 def failing_together(ranks:Ranks):
-    "A failure inside the block, on any rank, fails every rank with one `LSUVError` that says which rank failed and why"
-    try: yield
+    "`ranks`, with which a failure inside the block, on any rank, fails every rank with one `LSUVError` that says which rank failed and why"
+    try: yield ranks
     except Exception as e:
         ranks.tell_failure()
         err = ranks.combined_error(e)

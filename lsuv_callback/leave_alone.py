@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 from .errors import LSUVError, LSUVNothingToInit, names_of, warn_per_cause
-from .units import Knob, Unit, find_units, knob_tensors, is_sharded, nothing_named, fixed_scale_reason
+from .units import Knob, Unit, knob_tensors, is_sharded, fixed_scale_reason
+from .find import find_units, nothing_named
 
 # %% auto #0
 __all__ = ['LEAVE_ALONE', 'KEEP_LOADED', 'is_frozen', 'frozen', 'all_zero', 'zero_init', 'tied_elsewhere', 'fixed_scale',

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect, warnings
 from torch import nn
 from .errors import LSUVNothingToInit, LSUVWarning
-from .units import find_units, unwrap
+from .find import find_units, unwrap
 from .leave_alone import holds_loaded
 from .report import LSUVReport
 from .distributed import share_loaded

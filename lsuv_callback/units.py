@@ -5,20 +5,16 @@
 # %% ../nbs/00b_units.ipynb #c2a8208a
 from __future__ import annotations
 import sys
-from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 import torch
 from torch import nn, Tensor
 from torch.nn.utils import parametrize
-from .errors import LSUVError, label, names_of
+from .errors import label
 
 # %% auto #0
 __all__ = ['NORMS', 'changes', 'Knob', 'submodules', 'is_weight_layer', 'is_norm_layer', 'has_sub', 'weight_source',
-           'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'unwrap', 'loader_names', 'named_in',
-           'find_units', 'nothing_named', 'is_sharded', 'knob_tensors']
+           'fixed_scale_reason', 'Unit', 'block_layers', 'block_unit', 'is_sharded', 'knob_tensors']
 
 # %% ../nbs/00b_units.ipynb #42a5e974
 def changes(x, still:float) -> bool:
@@ -205,117 +201,6 @@ def block_unit(name:str, m:nn.Module, layers:list|None=None) -> Unit:
     bias = next((k for k in scale if k.attr == 'bias'), None)
     why = _why_no_mean(bias, base, after)
     return Unit(name, m, scale, None if why else bias, why_no_mean=why, **shape)
-
-# %% ../nbs/00b_units.ipynb #11025398
-def _compiled(model) -> bool:
-    "Is `model` a `torch.compile`d module? Asked without importing dynamo (slow) if nothing did"
-    dynamo = sys.modules.get('torch._dynamo.eval_frame')
-    return dynamo is not None and isinstance(model, dynamo.OptimizedModule)
-
-def unwrap(model:nn.Module) -> nn.Module:
-    "The eager module inside DDP, `DataParallel` and `torch.compile` wrappers: LSUV must not trigger their collectives, nor be traced"
-    if isinstance(model, torch.jit.ScriptModule):
-        raise LSUVError(f"LSUV: the model is a TorchScript module ({type(model).__name__}), whose forward takes no hooks: "
-                        "run LSUV on the eager model first, then `torch.jit.script` or `torch.jit.trace` it")
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or _compiled(model):
-        model = model._orig_mod if _compiled(model) else model.module
-    return model
-
-def _qualify(prefix, name): return f'{prefix}.{name}' if prefix else name
-
-def _ancestors(name):
-    "The names of the modules `name` is inside, the model ('') first"
-    parts = name.split('.') if name else []
-    return ['.'.join(parts[:i]) for i in range(len(parts))]
-
-def _search(m:nn.Module, name:str='', found:list|None=None) -> list:
-    "The units in `m`, added to `found`"
-    # a list filled in place: a chain of generators as deep as the model would cost a step per level for each unit
-    found = [] if found is None else found
-    if isinstance(m, nn.MultiheadAttention): return found
-    layers = block_layers(m)
-    if layers is not None: found.append(block_unit(name, m, layers))
-    elif is_weight_layer(m): found.append(block_unit(name, m))
-    else:
-        for n,c in m.named_children(): _search(c, _qualify(name, n), found)
-    return found
-
-def _unit_for(name, m):
-    "The unit of a module the user named"
-    layers = block_layers(m) or (list(m.children()) if any(map(is_weight_layer, m.children())) else None)
-    if layers is None and not is_weight_layer(m):
-        raise LSUVError(f"LSUV: module '{name}' ({type(m).__name__}) has no conv or linear layer to scale: "
-                        "pass a conv/linear layer, or a block that contains exactly one")
-    return block_unit(name, m, layers)
-
-def _matches(pattern:str, name:str) -> bool:
-    "Does dotted `name` match `pattern`, part by part (`*` and `?` stay within one part of the name)?"
-    parts = pattern.split('.')
-    return len(parts) == name.count('.') + 1 and all(map(fnmatchcase, name.split('.'), parts))
-
-def _named_by(pattern:str, modules:dict, tensors:list) -> list:
-    "Names of the modules `pattern` names: by their own name, or by the name of a parameter or buffer they hold"
-    owners = [p.rpartition('.')[0] for p in tensors if _matches(pattern, p)]
-    return list(dict.fromkeys([n for n in modules if n and _matches(pattern, n)] + owners))
-
-def _chosen(model, modules) -> list:
-    "`(name, module, by_name)` of each module the user chose: modules of `model`, names or patterns, or a predicate"
-    named = dict(model.named_modules())
-    if callable(modules): return [(n, m, False) for n, m in named.items() if modules(m)]
-    # a tied weight's second name too (a head tied to an embedding): a loader's `missing_keys` may name it
-    tensors = [n for n, _ in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]]
-    where = {id(m): n for n, m in named.items()}
-    missing = [type(m).__name__ for m in modules if not isinstance(m, str) and id(m) not in where]
-    if missing: raise LSUVError(f"LSUV: modules {missing} passed in `modules` are not part of the model")
-    hits = {s: _named_by(s, named, tensors) for s in modules if isinstance(s, str)}
-    if unmatched := [s for s, ns in hits.items() if not ns]:
-        raise LSUVError(f"LSUV: {unmatched} in `modules` match no module, parameter or buffer name of {type(model).__name__} "
-                        f"(its modules are named like {list(named)[1:4]}): check the names, or use a list of modules")
-    pick = lambda x: [(n, named[n], True) for n in hits[x]] if isinstance(x, str) else [(where[id(x)], x, False)]
-    return [c for x in modules for c in pick(x)]
-
-def loader_names(modules):
-    "The names a loader's result says it did not fill (its `missing_keys`, and Hugging Face's `mismatched_keys`), or `modules` as it is"
-    # torch's `load_state_dict` returns a namedtuple, `from_pretrained(..., output_loading_info=True)` a dict of sets
-    info = modules._asdict() if hasattr(modules, 'missing_keys') and hasattr(modules, '_asdict') else modules
-    if not (isinstance(info, Mapping) and 'missing_keys' in info): return modules
-    mismatched = [k if isinstance(k, str) else k[0] for k in info.get('mismatched_keys', ())] # HF: (name, its shape, ours)
-    return sorted({*info['missing_keys'], *mismatched})
-
-def named_in(model:nn.Module, modules):
-    "`modules` with a loader's result given as names in the module inside `model`'s wrappers (DDP's `module.`, a compiled model's `_orig_mod.`)"
-    names, inner = loader_names(modules), unwrap(model)
-    if names is modules or not names: return modules # an empty result is kept: `nothing_named` says what it was
-    prefix = next(n for n, m in model.named_modules() if m is inner)
-    return [n[len(prefix)+1:] if prefix and n.startswith(prefix + '.') else n for n in names]
-
-def find_units(model:nn.Module, modules:list|Callable|None=None) -> list[Unit]:
-    """The units of `model`: found automatically, or built from `modules`: modules of `model`, a predicate on modules,
-    names (module, parameter or buffer names, each its module, and glob patterns of either; a named module's units are
-    searched for), or what a loader returned (torch's `load_state_dict(..., strict=False)`, Hugging Face's loading info)"""
-    modules, model = named_in(model, modules), unwrap(model)
-    if modules is None: return _search(model)
-    modules = loader_names(modules)
-    if isinstance(modules, str): modules = [modules]
-    units = [u for n, m, by_name in _chosen(model, modules) for u in (_search(m, n) if by_name else [_unit_for(n, m)])]
-    units = list({u.name: u for u in units}.values()) # a module named twice (by a pattern and by a parameter, say)
-    names = {u.name for u in units}
-    for u in units:
-        outer = next((p for p in _ancestors(u.name) if p in names), None)
-        if outer is not None: raise LSUVError(f"LSUV: module '{u.name}' is inside '{label(outer)}'; pass only one of them")
-    return units
-
-def nothing_named(model:nn.Module, modules) -> str:
-    "The error for `modules` that selects no unit of `model`: what it named, and why none of it is a unit"
-    names, model = loader_names(modules), unwrap(model)
-    if names is not modules and not names:
-        return ("LSUV: `modules=` is a loader's result that lists no missing or mismatched key: the checkpoint filled every "
-                "weight, so there is no new layer to initialise")
-    chosen = _chosen(model, [names] if isinstance(names, str) else names)
-    if not chosen: return f"LSUV: `modules=` selects no module of {type(model).__name__}: " + ('the predicate matches none' if callable(names) else 'it is empty')
-    named = [f'{label(n)} ({type(m).__name__})' for n, m, _ in chosen]
-    return (f"LSUV: `modules=` selects no unit of {type(model).__name__}: it names {names_of(named)}, none of which is or "
-            "holds a layer with a weight of 2+ dimensions (conv, linear and alike) to scale")
 
 # %% ../nbs/00b_units.ipynb #a229ebf0
 def is_sharded(t:Tensor) -> bool:

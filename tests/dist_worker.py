@@ -61,7 +61,7 @@ def snapshot(model):
 
 def unit_sums(model, xb):
     "`{unit: [count, sum, sum of squares]}` of each unit's output in a fresh pass on this rank's batch, in LSUV's mode"
-    from lsuv_callback.units import find_units
+    from lsuv_callback.find import find_units
     from lsuv_callback.measure import measuring_mode, moments
     from lsuv_callback.single_pass import kept_buffers
     out, hooks = {}, []
@@ -126,7 +126,7 @@ def scenario_fastai(rank, tmp):
     rank 0's weights at its wrap, and the callback does that first"""
     from fastai.basics import Learner, Datasets, ItemGetter, Callback, CancelFitException, CrossEntropyLossFlat, TrainEvalCallback
     from lsuv_callback.callback import LSUVCallback
-    from lsuv_callback.units import unwrap
+    from lsuv_callback.find import unwrap
     from lsuv_callback.layers import cnn_07a
 
     g = torch.Generator().manual_seed(300 + rank)  # each rank trains on its own shard

@@ -14,7 +14,7 @@ from lsuv_callback.measure import Targets
 from lsuv_testutils import CourseGeneralRelu, assert_unchanged, model_state, oracle_stats, run, reads_of_the_device, as_on_gpu, changed
 import lsuv_callback.fitter
 from lsuv_callback.layers import ConvLayer
-from lsuv_callback.units import find_units
+from lsuv_callback.find import find_units
 from lsuv_callback.leave_alone import zero_init
 from conftest import on
 
