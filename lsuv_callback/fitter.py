@@ -101,6 +101,7 @@ def fit(self:UnitFitter, call:UnitCall) -> Tensor:
     r.iters = fit.iters
     return self.keep(fit, best, call, why)
 
+# %% ../nbs/00g_fitter.ipynb #d4340a17
 def aims_alike(call:UnitCall) -> bool:
     "Does a correction aimed and replayed on the device give exactly the loop's? Where the device has float64, for fp32 and fp64 outputs: a step held on the device moves a half-precision tensor in its own precision, a Python float in fp32"
     return widest_float(call.out.device) == torch.float64 and {call.out.dtype, call.base.dtype} <= {torch.float32, torch.float64}
