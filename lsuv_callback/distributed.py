@@ -81,9 +81,9 @@ class Ranks:
 # %% ../nbs/00j_distributed.ipynb #c33426e9
 @patch
 def summed(self:Ranks, values:Tensor|list, tag:int) -> list:
-    "`values` (at most `WIDTH` floats, on the device or the host) summed over every rank, read in one transfer; the ranks whose own values were not finite kept in `not_finite`"
+    "`values` (at most `WIDTH` floats, on the device or the host; a list on one rank) summed over every rank, read in one transfer; the ranks whose own values were not finite kept in `not_finite`"
     if self.world == 1:
-        values = values.tolist() if isinstance(values, Tensor) else list(values)
+        values = list(values)
         self.not_finite = [] if all(map(math.isfinite, values)) else [self.rank]
         return values
     h = self._send(self._message(tag, values))
@@ -192,8 +192,9 @@ def copy_rank0_weights(model:nn.Module):
     "Every rank's parameters and buffers set to rank 0's, as `DistributedDataParallel` does when it wraps `model`"
     if not is_distributed(): return
     import torch.distributed as dist
-    for b in buckets([t.data for t in [*model.parameters(), *model.buffers()] if not is_sharded(t)]):
-        sendable(b[0].device)
+    bs = buckets([t.data for t in [*model.parameters(), *model.buffers()] if not is_sharded(t)])
+    for device in {b[0].device for b in bs}: sendable(device) # every device checked before anything is sent
+    for b in bs:
         # a tensor alone is sent as it is: a flat copy of it would cost its size again
         if len(b) == 1 and b[0].is_contiguous(): dist.broadcast(b[0], src=0); continue
         flat = torch.cat([t.reshape(-1) for t in b])

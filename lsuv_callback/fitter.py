@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 from .errors import unit_error
 from .units import Unit
-from .measure import Stats, mean_std, device_moments, device_mean_std, reads_wait, widest_float
-from .measure import Targets
+from .measure import Targets, Stats, mean_std, device_moments, device_mean_std, reads_wait, widest_float
 from .fit import Correction, Trial, Fit, replay_horizon, rounding_eps
 from .call import Watch, UnitCall, sources
 from .distributed import Ranks
@@ -21,7 +20,7 @@ from .telemetry import telemetry_sample
 from .report import UnitReport
 
 # %% auto #0
-__all__ = ['Shared', 'UnitFitter', 'aims_alike']
+__all__ = ['Shared', 'UnitFitter']
 
 # %% ../nbs/00g_fitter.ipynb #d80212e2
 @dataclass
@@ -35,6 +34,7 @@ class Shared:
     bar: object = None # a progress bar, moved on as units start
     started: int = 0
     failure: Exception|None = None
+    eps: dict = field(default_factory=dict) # the rounding step of each dtype and device type: one pass, one answer
 
     def start(self) -> int:
         "A unit starts, as the next of the pass: its index in the forward order"
@@ -44,8 +44,9 @@ class Shared:
 
     def exact(self, index:int, n:int, dtype:torch.dtype, device_type:str) -> bool:
         "Must the unit at `index`, of `n` output values of `dtype` on `device_type`, hand on an exact output? Yes, unless it is within the replay horizon of the end"
-        eps = rounding_eps(dtype, device_type, self.bases)
-        return len(self.bases) - index > replay_horizon(n, eps, min(self.targets.std_tol, self.targets.mean_tol))
+        key = (dtype, device_type)
+        if key not in self.eps: self.eps[key] = rounding_eps(dtype, device_type, self.bases)
+        return len(self.bases) - index > replay_horizon(n, self.eps[key], min(self.targets.std_tol, self.targets.mean_tol))
 
     def fail(self, e:Exception):
         "Keep the first failure and tell the other ranks (nothing is sent after a failure another rank told of)"
@@ -102,7 +103,7 @@ def fit(self:UnitFitter, call:UnitCall) -> Tensor:
     return self.keep(fit, best, call, why)
 
 # %% ../nbs/00g_fitter.ipynb #d4340a17
-def aims_alike(call:UnitCall) -> bool:
+def _aims_alike(call:UnitCall) -> bool:
     "Does a correction aimed and replayed on the device give exactly the loop's? Where the device has float64, for fp32 and fp64 outputs: a step held on the device moves a half-precision tensor in its own precision, a Python float in fp32"
     return widest_float(call.out.device) == torch.float64 and {call.out.dtype, call.base.dtype} <= {torch.float32, torch.float64}
 
@@ -110,7 +111,7 @@ def aims_alike(call:UnitCall) -> bool:
 def first_stats(self:UnitFitter, call:UnitCall, fit:Fit) -> tuple[Stats, Trial|None]:
     "The statistics of the unit's output; on one GPU, for a unit replayed from its base, its first correction replayed too, read in the same transfer"
     out = call.out
-    if not (reads_wait(out.device) and self.shared.ranks.world == 1 and call.base is not None and not call.lone and aims_alike(call)):
+    if not (reads_wait(out.device) and self.shared.ranks.world == 1 and call.base is not None and not call.lone and _aims_alike(call)):
         return self.measure(out), None
     moments = device_moments(out)
     a, d = fit.aim(*device_mean_std(moments))

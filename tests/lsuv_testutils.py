@@ -75,8 +75,8 @@ class RefusesFloat64(TorchFunctionMode):
 
 def as_on_mps(monkeypatch):
     "The package's choice of the widest float, made as on MPS (float32), for the code run inside `RefusesFloat64`"
-    import lsuv_callback.batch, lsuv_callback.telemetry, lsuv_callback.measure, lsuv_callback.distributed
-    for mod in (lsuv_callback.batch, lsuv_callback.telemetry, lsuv_callback.measure, lsuv_callback.distributed): monkeypatch.setattr(mod, 'widest_float', lambda device: torch.float32)
+    import lsuv_callback.batch, lsuv_callback.telemetry, lsuv_callback.measure, lsuv_callback.distributed, lsuv_callback.fitter
+    for mod in (lsuv_callback.batch, lsuv_callback.telemetry, lsuv_callback.measure, lsuv_callback.distributed, lsuv_callback.fitter): monkeypatch.setattr(mod, 'widest_float', lambda device: torch.float32)
 
 def reads_of_the_device(f):
     "How often `f()` reads a tensor back to the host (`tolist`, `item`, `bool`, `float`, `int`): on a GPU each one waits for the device"

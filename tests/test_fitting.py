@@ -199,7 +199,6 @@ def test_orthonormal_start_draws_each_unit_its_own_matrix(device):
 @pytest.mark.parametrize('tf32', [True, False], ids=['cuda-tf32', 'cuda-fp32'])
 def test_a_deep_stack_without_norms_meets_its_targets_in_a_fresh_pass_with_tf32_on_and_off(tf32):
     "Replays hand on outputs rounded as the real op rounds: with TF32 the horizon is shorter, and a fresh pass still agrees"
-    from lsuv_callback.layers import ConvLayer
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
